@@ -1,0 +1,34 @@
+/**
+ * Small helpers over `node:util` parseArgs: numeric options with range checks that name the flag, and the
+ * location of the bundled default model.
+ * @module
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { RequestError } from '../errors.js';
+
+/** The bundled stories260K checkpoint (MIT, Andrej Karpathy / llama2.c), used when no --model is given. */
+export const DEFAULT_MODEL_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'models', 'stories260K');
+
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+/** Parses `--flag` as a number if present; `integer` and `min`/`max` are checked, naming the flag. */
+export function numberFlag(values: Values, flag: string, opts: { integer?: boolean; min?: number; max?: number } = {}): number | undefined {
+  const raw = values[flag];
+  if (raw === undefined) return undefined;
+  const text = String(raw);
+  const n = Number(text);
+  if (text.trim() === '' || !Number.isFinite(n)) throw new RequestError(`--${flag} must be a number, got "${text}"`);
+  if (opts.integer && !Number.isInteger(n)) throw new RequestError(`--${flag} must be an integer, got ${text}`);
+  if (opts.min !== undefined && n < opts.min) throw new RequestError(`--${flag} must be >= ${opts.min}, got ${text}`);
+  if (opts.max !== undefined && n > opts.max) throw new RequestError(`--${flag} must be <= ${opts.max}, got ${text}`);
+  return n;
+}
+
+/** Writes a progress line to stderr (only when stderr is a terminal, so pipes and CI logs stay clean). */
+export function progressLine(text: string): void {
+  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`);
+}
+export function progressDone(): void {
+  if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+}

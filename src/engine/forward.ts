@@ -1,0 +1,205 @@
+/**
+ * The model's forward passes. Prefill runs layer-major over the whole prompt (every row through layer 0, then
+ * layer 1, ...) so that between two layers the compression policy can look at keys and queries and shrink the
+ * set of rows; decoding runs one token through every layer against the per-layer caches.
+ * @module
+ */
+import { RequestError } from '../errors.js';
+import { ropeFrequencies } from '../model/config.js';
+import { fullPolicy, type CompressionPolicy, type LayerDecision } from '../compress/policy.js';
+import { ATTN, HEAD, MLP } from '../graph/decoder-layer.js';
+import { KvCache } from './kv-cache.js';
+import type { Model } from './model.js';
+import { dataF32, f32, i32, i64 } from './ort.js';
+
+/** Rows per MLP run: the MLP is token-wise, and chunks bound its [rows, 2·intermediate] activations. */
+const MLP_CHUNK_ROWS = 2048;
+
+export interface PrefillOptions {
+  /** Compression policy (default: full, no compression). */
+  policy?: CompressionPolicy;
+  /** [N] position ids (default 0..N−1); increasing, not necessarily contiguous. */
+  positionIds?: Int32Array;
+  /** Return logits for every row of the last layer (tests), not only the last one. */
+  allLogits?: boolean;
+  /** Extra cache slots per layer for the decode steps that will follow. */
+  decodeCapacity?: number;
+}
+
+export interface LayerStats {
+  /** Rows (tokens) the layer processed. */
+  rows: number;
+  /** Cache entries kept per KV head. */
+  kept: number;
+}
+
+export interface PrefillResult {
+  /** [vocab] logits of the last row, or [rows, vocab] with `allLogits`. */
+  logits: Float32Array;
+  cache: KvCache;
+  /** Position id of the first generated token: one past the last prompt row's position. */
+  nextPosition: number;
+  layers: LayerStats[];
+  /** Milliseconds spent inside the policy (scoring and selection). */
+  policyMs: number;
+  /** Set when the policy restarted prefill on a subset of the prompt (GemFilter). */
+  restartedOn?: Int32Array;
+}
+
+/** Gathers embedding rows for `ids`: [ids.length, hidden]. */
+function embed(model: Model, ids: Int32Array): Float32Array {
+  const { hiddenSize: D, vocabSize } = model.config;
+  const out = new Float32Array(ids.length * D);
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i];
+    if (!(id >= 0 && id < vocabSize)) throw new RequestError(`token id ${id} at index ${i} is outside the vocabulary [0, ${vocabSize})`);
+    out.set(model.weights.embed.subarray(id * D, (id + 1) * D), i * D);
+  }
+  return out;
+}
+
+/** src[indices[i]] for each i. */
+function pick(src: Int32Array, indices: Int32Array): Int32Array {
+  const out = new Int32Array(indices.length);
+  for (let i = 0; i < indices.length; i++) out[i] = src[indices[i]];
+  return out;
+}
+
+/** Copies the rows `rows` (ascending) of a [n, width] matrix. */
+function gatherRows(src: Float32Array, width: number, rows: Int32Array): Float32Array {
+  const out = new Float32Array(rows.length * width);
+  for (let i = 0; i < rows.length; i++) out.set(src.subarray(rows[i] * width, (rows[i] + 1) * width), i * width);
+  return out;
+}
+
+async function runMlp(model: Model, layer: number, hidden: Float32Array, n: number): Promise<Float32Array> {
+  const D = model.config.hiddenSize;
+  if (n <= MLP_CHUNK_ROWS) {
+    const out = await model.sessions.mlp.run({ ...model.mlpWeights[layer], [MLP.hidden]: f32(hidden, [n, D]) });
+    return dataF32(out[MLP.hiddenOut]);
+  }
+  const result = new Float32Array(n * D);
+  for (let start = 0; start < n; start += MLP_CHUNK_ROWS) {
+    const rows = Math.min(MLP_CHUNK_ROWS, n - start);
+    const chunk = hidden.subarray(start * D, (start + rows) * D);
+    const out = await model.sessions.mlp.run({ ...model.mlpWeights[layer], [MLP.hidden]: f32(chunk, [rows, D]) });
+    result.set(dataF32(out[MLP.hiddenOut]), start * D);
+  }
+  return result;
+}
+
+async function runHead(model: Model, hidden: Float32Array, rows: number): Promise<Float32Array> {
+  const out = await model.sessions.head.run({ ...model.headWeights, [HEAD.hidden]: f32(hidden, [rows, model.config.hiddenSize]) });
+  return dataF32(out[HEAD.logits]);
+}
+
+function checkPositions(positionIds: Int32Array, n: number): void {
+  if (positionIds.length !== n) throw new RequestError(`positionIds has ${positionIds.length} entries for ${n} tokens`);
+  for (let i = 0; i < n; i++) {
+    if (positionIds[i] < 0 || (i > 0 && positionIds[i] <= positionIds[i - 1])) {
+      throw new RequestError(`positionIds must be non-negative and strictly increasing (index ${i}: ${positionIds[i]})`);
+    }
+  }
+}
+
+/** Runs the prompt through every layer, filling a KV cache as the policy decides. */
+export async function prefill(model: Model, ids: Int32Array, options: PrefillOptions = {}): Promise<PrefillResult> {
+  const c = model.config;
+  const N = ids.length;
+  if (N === 0) throw new RequestError('the prompt has no tokens');
+  const policy = options.policy ?? fullPolicy;
+  let positionIds = options.positionIds ?? Int32Array.from({ length: N }, (_, i) => i);
+  checkPositions(positionIds, N);
+  const { invFreq } = ropeFrequencies(c, positionIds[N - 1] + 1 + (options.decodeCapacity ?? 0));
+  const invFreqTensor = f32(invFreq, [c.headDim / 2]);
+  const emptyPast = f32(new Float32Array(0), [1, c.numKvHeads, 0, c.headDim]);
+  const run = policy.begin(c, N);
+  const cache = new KvCache(c);
+  const layers: LayerStats[] = [];
+  let policyMs = 0;
+
+  let hidden = embed(model, ids); // [n, hidden]
+  let n = N;
+  for (let l = 0; l < c.numLayers; l++) {
+    // 1. Attention over the n rows present (causal, in row order = position order).
+    const w = Math.min(policy.queryWindow, n);
+    const attn = await model.sessions.attention.run({
+      ...model.attentionWeights[l],
+      [ATTN.hidden]: f32(hidden, [n, c.hiddenSize]),
+      [ATTN.positionIds]: i64(BigInt64Array.from(positionIds, (p) => BigInt(p)), [n]),
+      [ATTN.invFreq]: invFreqTensor,
+      [ATTN.pastKey]: emptyPast,
+      [ATTN.pastValue]: emptyPast,
+      [ATTN.seqlensK]: i32(Int32Array.of(n - 1), [1]),
+      [ATTN.totalLength]: i32(Int32Array.of(n), []),
+      [ATTN.windowStart]: i64(BigInt64Array.of(BigInt(n - w)), [1]),
+    });
+    const keys = dataF32(attn[ATTN.presentKey]);
+    const values = dataF32(attn[ATTN.presentValue]);
+
+    // 2. Ask the policy what to keep.
+    const t0 = performance.now();
+    const decision: LayerDecision = await run.layer({
+      layer: l, config: c, promptLength: N, numRows: n, positionIds, keys, values,
+      windowQueries: dataF32(attn[ATTN.windowQueries]),
+    });
+    policyMs += performance.now() - t0;
+
+    // GemFilter: start again, from scratch, on the chosen prompt tokens, renumbered 0..k−1.
+    if (decision.kind === 'restart') {
+      const restarted = await prefill(model, pick(ids, decision.tokens), {
+        allLogits: options.allLogits, decodeCapacity: options.decodeCapacity,
+      });
+      return { ...restarted, policyMs: policyMs + restarted.policyMs, layers: [...layers, { rows: n, kept: 0 }, ...restarted.layers], restartedOn: decision.tokens };
+    }
+
+    // 3. Write the kept entries, per KV head, into the layer's cache.
+    const layerCache = cache.allocate(l, decision.keep ? decision.keep[0].length : n, options.decodeCapacity ?? 0);
+    layerCache.fill(keys, values, n, positionIds, decision.keep);
+    layers.push({ rows: n, kept: layerCache.length });
+
+    // 4. Finish the layer.
+    hidden = await runMlp(model, l, dataF32(attn[ATTN.hiddenOut]), n);
+
+    // 5. Token-selective propagation: only the chosen rows go on, keeping their original positions.
+    if (decision.kind === 'propagate') {
+      hidden = gatherRows(hidden, c.hiddenSize, decision.rows);
+      positionIds = pick(positionIds, decision.rows);
+      n = decision.rows.length;
+    }
+  }
+
+  // Only the last row's logits are needed to generate; tests ask for every row.
+  const logits = options.allLogits
+    ? await runHead(model, hidden, n)
+    : await runHead(model, hidden.subarray((n - 1) * c.hiddenSize), 1);
+  return { logits, cache, nextPosition: positionIds[n - 1] + 1, layers, policyMs };
+}
+
+/** Runs one token at `positionId` through every layer, appending its keys and values to the caches. */
+export async function decodeStep(model: Model, cache: KvCache, token: number, positionId: number, invFreq: Float32Array): Promise<Float32Array> {
+  const c = model.config;
+  const invFreqTensor = f32(invFreq, [c.headDim / 2]);
+  let hidden = embed(model, Int32Array.of(token));
+  for (let l = 0; l < c.numLayers; l++) {
+    const layerCache = cache.layer(l);
+    if (layerCache.length >= layerCache.capacity) {
+      throw new RequestError(`layer ${l}'s KV cache is full (${layerCache.capacity} entries); raise the decode capacity`);
+    }
+    // The new key and value are written in place at slot `length` of the cache buffers.
+    const attn = await model.sessions.attention.run({
+      ...model.attentionWeights[l],
+      [ATTN.hidden]: f32(hidden, [1, c.hiddenSize]),
+      [ATTN.positionIds]: i64(BigInt64Array.of(BigInt(positionId)), [1]),
+      [ATTN.invFreq]: invFreqTensor,
+      [ATTN.pastKey]: layerCache.keyTensor,
+      [ATTN.pastValue]: layerCache.valueTensor,
+      [ATTN.seqlensK]: i32(Int32Array.of(layerCache.length), [1]),
+      [ATTN.totalLength]: i32(Int32Array.of(layerCache.length + 1), []),
+      [ATTN.windowStart]: i64(BigInt64Array.of(0n), [1]),
+    }, { [ATTN.presentKey]: layerCache.keyTensor, [ATTN.presentValue]: layerCache.valueTensor });
+    layerCache.appended(positionId);
+    hidden = await runMlp(model, l, dataF32(attn[ATTN.hiddenOut]), 1);
+  }
+  return runHead(model, hidden, 1);
+}
