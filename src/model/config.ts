@@ -105,21 +105,25 @@ export function parseConfig(json: unknown, source: string): ModelConfig {
   let architecture: string;
   if (Array.isArray(archs) && archs.length > 0 && typeof archs[0] === 'string') architecture = archs[0];
   else if (typeof json.model_type === 'string') {
-    architecture = Object.keys(ARCHITECTURES).find((a) => ARCHITECTURES[a] === json.model_type) ?? `model_type ${json.model_type}`;
+    const byType = Object.keys(ARCHITECTURES).find((a) => ARCHITECTURES[a] === json.model_type);
+    architecture = byType ?? `model_type ${json.model_type}`;
   } else throw new ConfigError(`${source}: neither "architectures" nor "model_type" names the model`);
   const family = ARCHITECTURES[architecture];
   if (!family) {
-    throw new ConfigError(`${source}: unsupported architecture "${architecture}"; supported: ${Object.keys(ARCHITECTURES).join(', ')}`);
+    throw new ConfigError(
+      `${source}: unsupported architecture "${architecture}"; supported: ${Object.keys(ARCHITECTURES).join(', ')}`);
   }
 
   const hiddenSize = r.posInt('hidden_size');
   const numHeads = r.posInt('num_attention_heads');
   const numKvHeads = r.posInt('num_key_value_heads', numHeads);
   if (numHeads % numKvHeads !== 0) {
-    throw new ConfigError(`${source}: num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
+    throw new ConfigError(
+      `${source}: num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
   }
   if (absent(json.head_dim) && hiddenSize % numHeads !== 0) {
-    throw new ConfigError(`${source}: hidden_size (${hiddenSize}) is not divisible by num_attention_heads (${numHeads}) and no head_dim is given`);
+    throw new ConfigError(`${source}: hidden_size (${hiddenSize}) is not divisible by num_attention_heads ` +
+      `(${numHeads}) and no head_dim is given`);
   }
   const headDim = r.posInt('head_dim', hiddenSize / numHeads);
   if (headDim % 2 !== 0) throw new ConfigError(`${source}: head_dim ${headDim} must be even for rotary embeddings`);
@@ -131,8 +135,11 @@ export function parseConfig(json: unknown, source: string): ModelConfig {
   if (r.bool('mlp_bias', false)) throw new ConfigError(`${source}: mlp_bias true is not supported`);
   // transformers: Qwen2 always has q/k/v biases; Mistral ignores attention_bias; Llama and Qwen3 would also put a
   // bias on o_proj, which the fused layout has no room for.
-  const qkvBias = family === 'qwen2' ? r.bool('attention_bias', true) : family === 'mistral' ? false : r.bool('attention_bias', false);
-  if (qkvBias && family !== 'qwen2') throw new ConfigError(`${source}: attention_bias true is not supported for ${architecture} (o_proj bias)`);
+  const qkvBias = family === 'qwen2' ? r.bool('attention_bias', true)
+    : family === 'mistral' ? false : r.bool('attention_bias', false);
+  if (qkvBias && family !== 'qwen2') {
+    throw new ConfigError(`${source}: attention_bias true is not supported for ${architecture} (it adds an o_proj bias)`);
+  }
 
   let slidingWindow: number | null = null;
   if (family === 'mistral' || r.bool('use_sliding_window', false)) {
@@ -178,7 +185,9 @@ function parseRope(json: Json, source: string, maxPositions: number): RopeConfig
   const nested = Object.keys(dict).filter((k) => layerTypes.includes(k));
   if (nested.length > 0) {
     const distinct = new Set(nested.map((k) => JSON.stringify(dict[k])));
-    if (distinct.size > 1 || !isObject(dict[nested[0]])) throw new ConfigError(`${source}: per-layer-type ${key} differ; not supported`);
+    if (distinct.size > 1 || !isObject(dict[nested[0]])) {
+      throw new ConfigError(`${source}: ${key} differ per layer type; not supported`);
+    }
     dict = dict[nested[0]] as Json;
   }
   const where = `${source} (${key})`;
@@ -189,7 +198,9 @@ function parseRope(json: Json, source: string, maxPositions: number): RopeConfig
   }
   const theta = absent(dict.rope_theta) ? makeReaders(json, source).posNum('rope_theta', 10000) : r.posNum('rope_theta');
   const partial = dict.partial_rotary_factor ?? json.partial_rotary_factor;
-  if (!absent(partial) && partial !== 1) throw new ConfigError(`${source}: partial_rotary_factor ${String(partial)} is not supported`);
+  if (!absent(partial) && partial !== 1) {
+    throw new ConfigError(`${source}: partial_rotary_factor ${String(partial)} is not supported`);
+  }
 
   let factor = 1;
   let originalMaxPositions = maxPositions;

@@ -39,7 +39,9 @@ function num(raw: Readonly<Record<string, unknown>>, key: string, def: number, o
  * that length).
  */
 export function ropeFrequencies(config: ModelConfig, seqLen: number): { invFreq: Float32Array; attentionScaling: number } {
-  if (!Number.isFinite(seqLen) || seqLen < 0) throw new ConfigError(`ropeFrequencies: seqLen must be a non-negative number, got ${seqLen}`);
+  if (!Number.isFinite(seqLen) || seqLen < 0) {
+    throw new ConfigError(`ropeFrequencies: seqLen must be a non-negative number, got ${seqLen}`);
+  }
   const { rope, headDim: dim } = config;
   const { raw, theta: base, factor } = rope;
   switch (rope.type) {

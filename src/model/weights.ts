@@ -54,7 +54,8 @@ export function loadWeights(dir: string, config: ModelConfig, onProgress?: (done
 
   const tied = config.tieWordEmbeddings;
   if (!tied && !store.has('lm_head.weight')) {
-    throw new ModelLoadError(`tensor "lm_head.weight" not found in ${store.dir}, and config.json does not tie the embeddings (tie_word_embeddings false)`);
+    throw new ModelLoadError(`tensor "lm_head.weight" not found in ${store.dir}, and config.json does not tie the ` +
+      'embeddings (tie_word_embeddings is false)');
   }
   const perLayer = 9 + (config.qkvBias ? 3 : 0) + (config.qkNorm ? 2 : 0);
   const total = 2 + (tied ? 0 : 1) + config.numLayers * perLayer;

@@ -1,0 +1,75 @@
+/**
+ * The matmul throughput ONNX Runtime reaches on this machine, in this process: the yardstick the benchmark
+ * compares prefill against. One graph with one node, built like the engine's projections (`linear` in
+ * src/graph/ops.ts): y = x · Wᵀ as a `Gemm` with transB = 1, x [m, k] and an HF-layout weight W [n, k], both graph
+ * inputs (the engine feeds weights as inputs too, so no constant folding or pre-packing is measured that the
+ * engine would not get).
+ * @module
+ */
+
+import { GraphBuilder } from '../graph/builder.js';
+import { linear } from '../graph/ops.js';
+import { Session, f32 } from '../engine/ort.js';
+
+export interface MatmulRate {
+  m: number;
+  k: number;
+  n: number;
+  threads: number;
+  repeats: number;
+  /** Median seconds per run. */
+  medianSeconds: number;
+  /** 2·m·k·n / median seconds, in GFLOP/s. */
+  gflops: number;
+}
+
+/** Deterministic small values (timing does not depend on them; denormals and NaN are avoided). */
+function filled(size: number, seed: number): Float32Array {
+  const a = new Float32Array(size);
+  let s = seed >>> 0;
+  for (let i = 0; i < size; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = ((s >>> 8) / 16777216 - 0.5) * 0.1;
+  }
+  return a;
+}
+
+export function median(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/**
+ * Times x [m, k] · Wᵀ (W [n, k]) in ONNX Runtime with `threads` intra-op threads: one warm-up run, then `repeats`
+ * timed runs. Returns GFLOP/s of the median run (2·m·k·n floating-point operations per run).
+ */
+export async function measureMatmulRate(m: number, k: number, n: number, threads: number, repeats: number): Promise<number> {
+  return (await measureMatmul(m, k, n, threads, repeats)).gflops;
+}
+
+/** {@link measureMatmulRate} with the details. */
+export async function measureMatmul(m: number, k: number, n: number, threads: number, repeats: number): Promise<MatmulRate> {
+  for (const [name, v] of Object.entries({ m, k, n, threads, repeats })) {
+    if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`measureMatmulRate: ${name} must be a positive integer, got ${v}`);
+  }
+  const g = new GraphBuilder('matmul-rate');
+  const x = g.input('x', 'float', ['m', k]);
+  const w = g.input('w', 'float', [n, k]);
+  g.output(linear(g, x, w), 'y', 'float', ['m', n]);
+  const session = await Session.create('matmul-rate', g.build(), threads);
+  try {
+    const feeds = { x: f32(filled(m * k, 1), [m, k]), w: f32(filled(n * k, 2), [n, k]) };
+    await session.run(feeds);
+    const times: number[] = [];
+    for (let r = 0; r < repeats; r++) {
+      const t0 = performance.now();
+      await session.run(feeds);
+      times.push((performance.now() - t0) / 1000);
+    }
+    const medianSeconds = median(times);
+    return { m, k, n, threads, repeats, medianSeconds, gflops: (2 * m * k * n) / medianSeconds / 1e9 };
+  } finally {
+    await session.release();
+  }
+}

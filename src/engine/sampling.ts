@@ -1,0 +1,327 @@
+/**
+ * Next-token sampling from logits, in the order transformers applies its processors: repetition penalty, then
+ * temperature, top-k, top-p, min-p, then softmax and a draw from a seeded PRNG (xoshiro128**, seeded through
+ * splitmix32). Temperature 0 (the default) or top-k 1 is greedy argmax, lowest id on ties.
+ *
+ * Work is O(vocab) per token plus a sort of the few candidates that can matter: top-k keeps a k-element heap,
+ * and top-p sorts only tokens whose probability is at least (1 - topP) / n, because the tokens below that
+ * together weigh less than 1 - topP and so are cut whatever their order. Buffers are allocated once per
+ * vocabulary size and reused.
+ * @module
+ */
+
+import { RequestError } from '../errors.js';
+
+export interface SamplingOptions {
+  /** Softmax temperature; 0 (default) = greedy argmax. >= 0. */
+  temperature?: number;
+  /** Keep the k most likely tokens (all tokens tied with the k-th too, as transformers); 0 (default) = off. */
+  topK?: number;
+  /** Keep the smallest set of most likely tokens whose probability reaches topP; 1 (default) = off. (0, 1]. */
+  topP?: number;
+  /** Drop tokens less likely than minP times the most likely one; 0 (default) = off. [0, 1). */
+  minP?: number;
+  /**
+   * transformers' repetition penalty on every token in the history (prompt + generated):
+   * logit > 0 ? logit / p : logit * p. 1 (default) = off. > 0.
+   */
+  repetitionPenalty?: number;
+  /** PRNG seed, any safe integer; the same seed gives the same draws. Default: a random seed. */
+  seed?: number;
+}
+
+/**
+ * Checks sampling options and fills in defaults. The returned `seed` is the one actually used (random if none
+ * was given), so a run can be repeated.
+ * @throws RequestError naming the parameter, the value and the allowed range.
+ */
+export function validateSampling(opts: SamplingOptions): Required<SamplingOptions> {
+  const temperature = numberParam('temperature', opts.temperature, 0, (v) => v >= 0, 'a finite number >= 0 (0 = greedy)');
+  const topK = numberParam('topK', opts.topK, 0, (v) => Number.isSafeInteger(v) && v >= 0, 'an integer >= 0 (0 = off)');
+  const topP = numberParam('topP', opts.topP, 1, (v) => v > 0 && v <= 1, 'a number in (0, 1] (1 = off)');
+  const minP = numberParam('minP', opts.minP, 0, (v) => v >= 0 && v < 1, 'a number in [0, 1) (0 = off)');
+  const repetitionPenalty = numberParam('repetitionPenalty', opts.repetitionPenalty, 1, (v) => v > 0,
+    'a finite number > 0 (1 = off)');
+  const seed = numberParam('seed', opts.seed, randomSeed(), (v) => Number.isSafeInteger(v), 'a safe integer');
+  return { temperature, topK, topP, minP, repetitionPenalty, seed };
+}
+
+function numberParam(
+  name: string, value: unknown, fallback: number, ok: (v: number) => boolean, range: string,
+): number {
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || !ok(value)) {
+    throw new RequestError(`sampling parameter ${name} must be ${range}; got ${describe(value)}`);
+  }
+  return value;
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+function randomSeed(): number {
+  return Math.floor(Math.random() * 2 ** 32);
+}
+
+/** Samples one token at a time for one request. Not shared between requests: it holds the PRNG state. */
+export class Sampler {
+  readonly options: Readonly<Required<SamplingOptions>>;
+  readonly #rng: Xoshiro128;
+  #size = 0;
+  /** Candidate token ids. [size] */
+  #ids = new Int32Array(0);
+  /** Unnormalized probabilities, indexed by token id. [size] */
+  #weights = new Float64Array(0);
+  /** Per-token stamp of the last call that penalized it, to penalize each history token once. [size] */
+  #seen = new Uint32Array(0);
+  #stamp = 0;
+  /** Top-k heap: logits and ids of the k best so far, smallest logit at the root. */
+  #heapValues = new Float32Array(0);
+  #heapIds = new Int32Array(0);
+
+  /**
+   * @param vocabSize length of the logits rows (buffers are sized for it and grow if a row is longer).
+   * @throws RequestError on a bad option (see {@link validateSampling}).
+   */
+  constructor(opts: SamplingOptions, vocabSize: number) {
+    this.options = Object.freeze(validateSampling(opts));
+    this.#rng = new Xoshiro128(this.options.seed);
+    this.#ensure(vocabSize);
+  }
+
+  /**
+   * Picks the next token.
+   * @param logits [vocab] scores for the next token; modified in place (penalty applied).
+   * @param history every token id so far (prompt + generated); used by the repetition penalty.
+   * @returns the token id. NaN logits are never picked; if every logit is NaN or -Infinity the result is 0.
+   */
+  sample(logits: Float32Array, history: readonly number[] | Int32Array): number {
+    const { temperature, topK, topP, minP, repetitionPenalty } = this.options;
+    const n = logits.length;
+    this.#ensure(n);
+    if (repetitionPenalty !== 1) this.#penalize(logits, history, repetitionPenalty);
+    if (temperature === 0 || topK === 1) return argmax(logits);
+
+    // Candidates: finite logits, or the top-k of them. Weights exp((l - max) / T).
+    const count = topK > 0 && topK < n ? this.#topK(logits, topK) : this.#allFinite(logits);
+    if (count === 0) return argmax(logits);
+    const ids = this.#ids;
+    const w = this.#weights;
+    let max = -Infinity;
+    for (let i = 0; i < count; i++) max = Math.max(max, logits[ids[i]]);
+    const invT = 1 / temperature;
+    let total = 0;
+    for (let i = 0; i < count; i++) {
+      const id = ids[i];
+      const e = Math.exp((logits[id] - max) * invT);
+      w[id] = e;
+      total += e;
+    }
+
+    let kept = count;
+    if (topP < 1) kept = this.#topP(count, total, topP);
+    // min-p: p_i >= minP * p_max, and the largest weight is exp(0) = 1.
+    if (minP > 0) {
+      let j = 0;
+      for (let i = 0; i < kept; i++) if (w[ids[i]] >= minP) ids[j++] = ids[i];
+      kept = j;
+    }
+
+    let sum = 0;
+    for (let i = 0; i < kept; i++) sum += w[ids[i]];
+    let r = this.#rng.nextFloat() * sum;
+    for (let i = 0; i < kept; i++) {
+      r -= w[ids[i]];
+      if (r < 0) return ids[i];
+    }
+    return ids[kept - 1];
+  }
+
+  #ensure(n: number): void {
+    if (n <= this.#size) return;
+    this.#size = n;
+    this.#ids = new Int32Array(n);
+    this.#weights = new Float64Array(n);
+    this.#seen = new Uint32Array(n);
+    this.#stamp = 0;
+  }
+
+  #penalize(logits: Float32Array, history: readonly number[] | Int32Array, penalty: number): void {
+    if (this.#stamp === 0xffffffff) {
+      this.#seen.fill(0);
+      this.#stamp = 0;
+    }
+    const stamp = ++this.#stamp;
+    const seen = this.#seen;
+    const n = logits.length;
+    for (let i = 0; i < history.length; i++) {
+      const id = history[i];
+      if (!(id >= 0 && id < n) || seen[id] === stamp) continue;
+      seen[id] = stamp;
+      const l = logits[id];
+      logits[id] = l > 0 ? l / penalty : l * penalty;
+    }
+  }
+
+  /** Writes the ids of all finite logits into #ids; returns how many. */
+  #allFinite(logits: Float32Array): number {
+    const ids = this.#ids;
+    let count = 0;
+    for (let i = 0; i < logits.length; i++) {
+      const l = logits[i];
+      if (l > -Infinity && l < Infinity) ids[count++] = i;
+    }
+    return count;
+  }
+
+  /**
+   * Writes into #ids (ascending) every finite token whose logit is >= the k-th largest, as transformers'
+   * `scores < topk(scores, k)[-1]` mask does; returns how many.
+   */
+  #topK(logits: Float32Array, k: number): number {
+    if (this.#heapValues.length < k) {
+      this.#heapValues = new Float32Array(k);
+      this.#heapIds = new Int32Array(k);
+    }
+    const hv = this.#heapValues;
+    let size = 0;
+    for (let i = 0; i < logits.length; i++) {
+      const l = logits[i];
+      if (!(l > -Infinity && l < Infinity)) continue;
+      if (size < k) {
+        // sift up
+        let c = size++;
+        while (c > 0) {
+          const p = (c - 1) >> 1;
+          if (hv[p] <= l) break;
+          hv[c] = hv[p];
+          c = p;
+        }
+        hv[c] = l;
+      } else if (l > hv[0]) {
+        // replace the root, sift down
+        let c = 0;
+        for (;;) {
+          const left = 2 * c + 1;
+          if (left >= k) break;
+          const right = left + 1;
+          const m = right < k && hv[right] < hv[left] ? right : left;
+          if (hv[m] >= l) break;
+          hv[c] = hv[m];
+          c = m;
+        }
+        hv[c] = l;
+      }
+    }
+    if (size === 0) return 0;
+    const threshold = size < k ? -Infinity : hv[0];
+    const ids = this.#ids;
+    let count = 0;
+    for (let i = 0; i < logits.length; i++) {
+      const l = logits[i];
+      if (l >= threshold && l > -Infinity && l < Infinity) ids[count++] = i;
+    }
+    return count;
+  }
+
+  /**
+   * Keeps the most likely candidates while the mass of those ranked above is below topP (transformers drops
+   * tokens whose ascending cumulative probability is <= 1 - topP). Reorders #ids by descending weight
+   * (ties by id); returns how many are kept.
+   */
+  #topP(count: number, total: number, topP: number): number {
+    const ids = this.#ids;
+    const w = this.#weights;
+    // Tokens lighter than (1 - topP) / count weigh less than 1 - topP in all, so all of them are cut.
+    const floor = ((1 - topP) / count) * total;
+    let m = 0;
+    for (let i = 0; i < count; i++) {
+      const id = ids[i];
+      if (w[id] >= floor) {
+        ids[i] = ids[m];
+        ids[m++] = id;
+      }
+    }
+    const head = ids.subarray(0, m).sort((a, b) => w[b] - w[a] || a - b);
+    const limit = topP * total;
+    let above = 0;
+    let kept = 0;
+    while (kept < m && above < limit) above += w[head[kept++]];
+    return kept;
+  }
+}
+
+/** Index of the largest value, lowest index on ties; NaN never wins. 0 if nothing beats -Infinity. */
+export function argmax(values: Float32Array): number {
+  let best = 0;
+  let bestValue = -Infinity;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v > bestValue) {
+      bestValue = v;
+      best = i;
+    }
+  }
+  return best;
+}
+
+/** xoshiro128** (Blackman and Vigna), seeded from a 53-bit integer through splitmix32. */
+class Xoshiro128 {
+  #s0: number;
+  #s1: number;
+  #s2: number;
+  #s3: number;
+
+  constructor(seed: number) {
+    const lo = seed >>> 0;
+    const hi = Math.floor(seed / 2 ** 32) >>> 0;
+    let x = (lo ^ Math.imul(hi, 0x9e3779b9)) >>> 0;
+    const next = (): number => {
+      x = (x + 0x9e3779b9) >>> 0;
+      let z = x;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    this.#s0 = next();
+    this.#s1 = next();
+    this.#s2 = next();
+    this.#s3 = next();
+    if ((this.#s0 | this.#s1 | this.#s2 | this.#s3) === 0) this.#s0 = 1;
+  }
+
+  nextUint32(): number {
+    const s0 = this.#s0, s1 = this.#s1, s2 = this.#s2, s3 = this.#s3;
+    const result = Math.imul(rotl(Math.imul(s1, 5), 7), 9) >>> 0;
+    const t = s1 << 9;
+    let n2 = s2 ^ s0;
+    let n3 = s3 ^ s1;
+    const n1 = s1 ^ n2;
+    const n0 = s0 ^ n3;
+    n2 ^= t;
+    n3 = rotl(n3, 11);
+    this.#s0 = n0 >>> 0;
+    this.#s1 = n1 >>> 0;
+    this.#s2 = n2 >>> 0;
+    this.#s3 = n3 >>> 0;
+    return result;
+  }
+
+  /** Uniform in [0, 1) with 53 random bits. */
+  nextFloat(): number {
+    const hi = this.nextUint32() >>> 5; // 27 bits
+    const lo = this.nextUint32() >>> 6; // 26 bits
+    return (hi * 67108864 + lo) / 9007199254740992;
+  }
+}
+
+function rotl(x: number, k: number): number {
+  return (x << k) | (x >>> (32 - k));
+}
