@@ -3,10 +3,10 @@
  * temperature, top-k, top-p, min-p, then softmax and a draw from a seeded PRNG (xoshiro128**, seeded through
  * splitmix32). Temperature 0 (the default) or top-k 1 is greedy argmax, lowest id on ties.
  *
- * Work is O(vocab) per token plus a sort of the few candidates that can matter: top-k keeps a k-element heap,
- * and top-p sorts only tokens whose probability is at least (1 - topP) / n, because the tokens below that
- * together weigh less than 1 - topP and so are cut whatever their order. Buffers are allocated once per
- * vocabulary size and reused.
+ * Work is O(vocab) per token with no sort of the vocabulary: top-k keeps a k-element heap, and top-p first
+ * drops every token with probability below (1 - topP) / n (together they weigh less than 1 - topP, so all of
+ * them are cut whatever their order), then finds the cut-off with a quickselect. Buffers are allocated once
+ * per vocabulary size and reused.
  * @module
  */
 
@@ -233,29 +233,71 @@ export class Sampler {
 
   /**
    * Keeps the most likely candidates while the mass of those ranked above is below topP (transformers drops
-   * tokens whose ascending cumulative probability is <= 1 - topP). Reorders #ids by descending weight
-   * (ties by id); returns how many are kept.
+   * tokens whose ascending cumulative probability is <= 1 - topP). Moves the kept ids to the front of #ids
+   * (in no particular order) and returns how many there are. Expected O(count): a quickselect that only
+   * descends into the part holding the cut-off, then a sort of at most a few dozen ids.
    */
   #topP(count: number, total: number, topP: number): number {
     const ids = this.#ids;
     const w = this.#weights;
     // Tokens lighter than (1 - topP) / count weigh less than 1 - topP in all, so all of them are cut.
     const floor = ((1 - topP) / count) * total;
-    let m = 0;
+    let hi = 0;
     for (let i = 0; i < count; i++) {
       const id = ids[i];
       if (w[id] >= floor) {
-        ids[i] = ids[m];
-        ids[m++] = id;
+        ids[i] = ids[hi];
+        ids[hi++] = id;
       }
     }
-    const head = ids.subarray(0, m).sort((a, b) => w[b] - w[a] || a - b);
     const limit = topP * total;
+    // ids[0, lo) are kept and weigh `above` together; the cut-off lies in ids[lo, hi).
+    let lo = 0;
     let above = 0;
+    while (hi - lo > 32) {
+      if (above >= limit) return lo;
+      const pivot = median3(w[ids[lo]], w[ids[(lo + hi) >> 1]], w[ids[hi - 1]]);
+      // Three-way partition of [lo, hi): heavier than pivot | equal | lighter.
+      let gt = lo;
+      let lt = hi;
+      let i = lo;
+      let heavier = 0;
+      while (i < lt) {
+        const id = ids[i];
+        const v = w[id];
+        if (v > pivot) {
+          heavier += v;
+          ids[i++] = ids[gt];
+          ids[gt++] = id;
+        } else if (v < pivot) {
+          ids[i] = ids[--lt];
+          ids[lt] = id;
+        } else {
+          i++;
+        }
+      }
+      if (above + heavier >= limit) {
+        hi = gt; // the first token of weight `pivot` is already past the cut-off
+        continue;
+      }
+      above += heavier;
+      for (let j = gt; j < lt; j++) {
+        if (above >= limit) return j;
+        above += pivot;
+      }
+      lo = lt;
+    }
+    const rest = ids.subarray(lo, hi).sort((a, b) => w[b] - w[a] || a - b);
     let kept = 0;
-    while (kept < m && above < limit) above += w[head[kept++]];
-    return kept;
+    while (kept < rest.length && above < limit) above += w[rest[kept++]];
+    return lo + kept;
   }
+}
+
+function median3(a: number, b: number, c: number): number {
+  if (a > b) [a, b] = [b, a];
+  if (b > c) b = c;
+  return a > b ? a : b;
 }
 
 /** Index of the largest value, lowest index on ties; NaN never wins. 0 if nothing beats -Infinity. */

@@ -1,0 +1,336 @@
+/**
+ * The prefill/decode benchmark: for each prompt length, time to first token, prefill throughput (tokens/s and
+ * effective GFLOP/s, also as a share of the matmul rate ONNX Runtime reaches in the same process), greedy decode
+ * throughput, KV-cache bytes and memory. Prompts are seeded random token ids, so any checkpoint works, with or
+ * without a tokenizer. Ratios within one run mean more than absolute times on a shared machine.
+ * @module
+ */
+
+import os from 'node:os';
+import { Model } from '../engine/model.js';
+import { decodeStep, prefill } from '../engine/forward.js';
+import { argmax } from '../engine/sampling.js';
+import type { Session } from '../engine/ort.js';
+import { ropeFrequencies, type ModelConfig } from '../model/config.js';
+import { RequestError } from '../errors.js';
+import { countParameters, type ParameterCount } from './random-checkpoint.js';
+import { measureMatmul, type MatmulRate } from './matmul-rate.js';
+
+export const DEFAULT_LENGTHS: readonly number[] = [1024, 4096, 8192];
+export const DEFAULT_DECODE_TOKENS = 64;
+/** Rows of the reference matmul: a long prompt's worth of rows through the largest projection. */
+export const MATMUL_ROWS = 4096;
+const MATMUL_REPEATS = 5;
+
+export interface BenchOptions {
+  /** Prompt lengths in tokens (default 1024, 4096, 8192). */
+  lengths?: readonly number[];
+  /** Greedy tokens decoded after each prefill (default 64). */
+  decodeTokens?: number;
+  /** ONNX Runtime intra-op threads (default: one per core). */
+  threads?: number;
+  /** Seed of the random prompts (default 0). */
+  seed?: number;
+  /** A label for the report (e.g. the shape name). */
+  label?: string;
+  /** Progress messages (loading, each length). */
+  onProgress?: (text: string) => void;
+}
+
+/** Seconds spent in each graph (session runs, wall clock). */
+export interface Breakdown {
+  attention: number;
+  mlp: number;
+  head: number;
+  /** Time outside the graphs: embedding, copies into the cache, tensor wrapping, the policy, sampling. */
+  other: number;
+}
+
+export interface LengthResult {
+  tokens: number;
+  /** Wall time of prefill alone. */
+  prefillSeconds: number;
+  /** Prefill plus argmax of the first token. */
+  ttftSeconds: number;
+  prefillTokensPerSecond: number;
+  /** Floating-point operations counted for the prefill (see {@link prefillFlops}). */
+  prefillFlops: number;
+  prefillGflops: number;
+  /** prefillGflops as a percentage of the reference matmul rate. */
+  percentOfMatmul: number;
+  prefillBreakdown: Breakdown;
+  decodeTokens: number;
+  decodeSeconds: number;
+  decodeTokensPerSecond: number;
+  /** Seconds spent in each graph over all decode steps. */
+  decodeBreakdown: Breakdown;
+  /** KV-cache bytes after decoding (prompt and generated entries, f32). */
+  kvBytes: number;
+  /** Resident set size after this length's decode, cache still held. */
+  rssBytes: number;
+  /** Process-wide maximum RSS so far (includes every earlier length and the load). */
+  peakRssBytes: number;
+}
+
+export interface BenchReport {
+  label: string;
+  model: string;
+  architecture: string;
+  config: {
+    layers: number; hidden: number; heads: number; kvHeads: number; headDim: number; intermediate: number; vocab: number;
+  };
+  parameters: ParameterCount;
+  weightBytes: number;
+  threads: number;
+  seed: number;
+  loadSeconds: number;
+  matmul: MatmulRate & { what: string };
+  results: LengthResult[];
+  machine: { cpu: string; cores: number; totalMemoryBytes: number; node: string; platform: string };
+  date: string;
+}
+
+/**
+ * FLOPs counted for a prefill of `n` tokens: 2 × (non-embedding parameters) × n for the projections, plus per
+ * layer 2 × n² × headDim × query heads for causal attention (QKᵀ and AV, each n²/2 · headDim · heads multiply-adds).
+ *
+ * Non-embedding parameters are the per-layer weights (projections, biases, norms) plus the final norm. The
+ * embedding lookup is a gather, and the LM head runs on the last row only (2 × vocab × hidden FLOPs, negligible
+ * next to the rest), so neither is counted, tied or not. Norms, biases, RoPE and SwiGLU's element-wise work are
+ * counted only through their parameters' 2 FLOPs per token, which understates them slightly: an honest
+ * lower bound of the work done.
+ */
+export function prefillFlops(config: ModelConfig, n: number, nonEmbeddingParameters = countParameters(config).nonEmbedding): number {
+  return 2 * nonEmbeddingParameters * n + config.numLayers * 2 * n * n * config.headDim * config.numHeads;
+}
+
+/** The largest projection the engine runs on every prompt row, as [rows of W, cols of W] = [n, k]. */
+export function largestProjection(c: ModelConfig): { what: string; n: number; k: number } {
+  const q = c.numHeads * c.headDim;
+  const candidates = [
+    { what: 'qkv', n: (c.numHeads + 2 * c.numKvHeads) * c.headDim, k: c.hiddenSize },
+    { what: 'o_proj', n: c.hiddenSize, k: q },
+    { what: 'gate+up', n: 2 * c.intermediateSize, k: c.hiddenSize },
+    { what: 'down_proj', n: c.hiddenSize, k: c.intermediateSize },
+  ];
+  return candidates.reduce((a, b) => (b.n * b.k > a.n * a.k ? b : a));
+}
+
+/** Seeded prompt of `n` token ids in [0, vocab). */
+export function randomPrompt(n: number, vocab: number, seed: number): Int32Array {
+  const ids = new Int32Array(n);
+  let s = (seed ^ 0x5bd1e995) >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (s + 0x9e3779b9) >>> 0;
+    let z = s;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    z = (z ^ (z >>> 16)) >>> 0;
+    ids[i] = z % vocab;
+  }
+  return ids;
+}
+
+type GraphSeconds = Record<'attention' | 'mlp' | 'head', number>;
+
+/**
+ * Wraps the run method of the model's sessions (on the instances, the engine is not changed) to accumulate wall
+ * time per graph. `take()` returns the seconds since the last take; `restore()` removes the wrappers.
+ */
+function instrumentSessions(model: Model): { take: () => GraphSeconds; restore: () => void } {
+  let seconds: GraphSeconds = { attention: 0, mlp: 0, head: 0 };
+  const wrapped: Session[] = [];
+  for (const key of ['attention', 'mlp', 'head'] as const) {
+    const session = model.sessions[key];
+    const original = session.run;
+    const timed: Session['run'] = async function (this: Session, ...args) {
+      const t0 = performance.now();
+      try {
+        return await original.apply(this, args);
+      } finally {
+        seconds[key] += (performance.now() - t0) / 1000;
+      }
+    };
+    Object.defineProperty(session, 'run', { value: timed, configurable: true, writable: true });
+    wrapped.push(session);
+  }
+  return {
+    take: () => {
+      const s = seconds;
+      seconds = { attention: 0, mlp: 0, head: 0 };
+      return s;
+    },
+    restore: () => {
+      for (const s of wrapped) delete (s as unknown as Record<string, unknown>).run;
+    },
+  };
+}
+
+function rssNow(): number {
+  return process.memoryUsage.rss();
+}
+/** maxRSS is in kilobytes (libuv's ru_maxrss). */
+function peakRss(): number {
+  return process.resourceUsage().maxRSS * 1024;
+}
+
+/** Loads the checkpoint at `dir` (no tokenizer needed) and runs the benchmark. */
+export async function runPrefillDecodeBench(dir: string, options: BenchOptions = {}): Promise<BenchReport> {
+  const lengths = [...(options.lengths ?? DEFAULT_LENGTHS)];
+  const decodeTokens = options.decodeTokens ?? DEFAULT_DECODE_TOKENS;
+  const seed = options.seed ?? 0;
+  const progress = options.onProgress ?? (() => {});
+  if (lengths.length === 0) throw new RequestError('no prompt lengths to benchmark');
+  for (const n of lengths) if (!Number.isSafeInteger(n) || n < 1) throw new RequestError(`prompt length must be a positive integer, got ${n}`);
+  if (!Number.isSafeInteger(decodeTokens) || decodeTokens < 0) throw new RequestError(`decode tokens must be an integer >= 0, got ${decodeTokens}`);
+
+  const t0 = performance.now();
+  const model = await Model.load(dir, {
+    threads: options.threads,
+    withoutTokenizer: true,
+    onProgress: (p) => progress(`loading ${p.stage}${p.total > 1 ? ` ${p.done}/${p.total}` : ''}`),
+  });
+  const loadSeconds = (performance.now() - t0) / 1000;
+  try {
+    const c = model.config;
+    for (const n of lengths) {
+      if (n + decodeTokens > c.maxPositionEmbeddings) {
+        throw new RequestError(`prompt length ${n} + ${decodeTokens} decode tokens exceeds max_position_embeddings ${c.maxPositionEmbeddings}`);
+      }
+    }
+    const parameters = countParameters(c);
+    const proj = largestProjection(c);
+    progress(`matmul rate: [${MATMUL_ROWS}, ${proj.k}] x [${proj.n}, ${proj.k}]^T (${proj.what})`);
+    const matmul = { ...(await measureMatmul(MATMUL_ROWS, proj.k, proj.n, model.threads, MATMUL_REPEATS)), what: proj.what };
+
+    const smallest = Math.min(...lengths);
+    progress(`warm-up: prefill ${smallest} tokens`);
+    {
+      const ids = randomPrompt(smallest, c.vocabSize, seed + 1_000_003);
+      const r = await prefill(model, ids, { decodeCapacity: 2 });
+      const { invFreq } = ropeFrequencies(c, smallest + 2);
+      let token = argmax(r.logits);
+      for (let i = 0; i < 2; i++) token = argmax(await decodeStep(model, r.cache, token, r.nextPosition + i, invFreq));
+    }
+
+    const results: LengthResult[] = [];
+    const timer = instrumentSessions(model);
+    try {
+      for (const n of lengths) {
+        (globalThis as { gc?: () => void }).gc?.();
+        const ids = randomPrompt(n, c.vocabSize, seed);
+        progress(`${n} tokens: prefill`);
+        timer.take();
+        const start = performance.now();
+        const pre = await prefill(model, ids, { decodeCapacity: decodeTokens });
+        const seconds = timer.take();
+        const afterPrefill = performance.now();
+        let token = argmax(pre.logits);
+        const firstToken = performance.now();
+        const prefillSeconds = (afterPrefill - start) / 1000;
+        const ttftSeconds = (firstToken - start) / 1000;
+
+        const { invFreq } = ropeFrequencies(c, n + decodeTokens);
+        const d0 = performance.now();
+        for (let i = 0; i < decodeTokens; i++) {
+          if (i % 8 === 0) progress(`${n} tokens: decode ${i}/${decodeTokens}`);
+          token = argmax(await decodeStep(model, pre.cache, token, pre.nextPosition + i, invFreq));
+        }
+        const decodeSeconds = (performance.now() - d0) / 1000;
+        const decodeGraphs = timer.take();
+
+        const flops = prefillFlops(c, n, parameters.nonEmbedding);
+        const gflops = flops / prefillSeconds / 1e9;
+        const inGraphs = seconds.attention + seconds.mlp + seconds.head;
+        results.push({
+          tokens: n,
+          prefillSeconds,
+          ttftSeconds,
+          prefillTokensPerSecond: n / prefillSeconds,
+          prefillFlops: flops,
+          prefillGflops: gflops,
+          percentOfMatmul: (100 * gflops) / matmul.gflops,
+          prefillBreakdown: { ...seconds, other: Math.max(0, prefillSeconds - inGraphs) },
+          decodeTokens,
+          decodeSeconds,
+          decodeTokensPerSecond: decodeTokens > 0 ? decodeTokens / decodeSeconds : 0,
+          decodeBreakdown: {
+            ...decodeGraphs,
+            other: Math.max(0, decodeSeconds - decodeGraphs.attention - decodeGraphs.mlp - decodeGraphs.head),
+          },
+          kvBytes: pre.cache.bytes,
+          rssBytes: rssNow(),
+          peakRssBytes: peakRss(),
+        });
+      }
+    } finally {
+      timer.restore();
+    }
+
+    return {
+      label: options.label ?? model.config.architecture,
+      model: model.dir,
+      architecture: c.architecture,
+      config: {
+        layers: c.numLayers, hidden: c.hiddenSize, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim,
+        intermediate: c.intermediateSize, vocab: c.vocabSize,
+      },
+      parameters,
+      weightBytes: model.weights.bytes,
+      threads: model.threads,
+      seed,
+      loadSeconds,
+      matmul,
+      results,
+      machine: {
+        cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), totalMemoryBytes: os.totalmem(),
+        node: process.version, platform: `${process.platform}-${process.arch}`,
+      },
+      date: new Date().toISOString(),
+    };
+  } finally {
+    await model.dispose();
+  }
+}
+
+// ---- output ---------------------------------------------------------------------------------------------------
+
+const MiB = 1024 * 1024;
+
+function fmt(x: number, digits: number): string {
+  return x.toFixed(digits);
+}
+
+/** Right-aligns every column (the first one left-aligned). */
+export function alignTable(rows: readonly (readonly string[])[]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ').trimEnd()).join('\n');
+}
+
+export function formatReport(r: BenchReport): string {
+  const c = r.config;
+  const lines = [
+    `model     ${r.label} (${r.architecture}: ${c.layers} layers, hidden ${c.hidden}, ${c.heads}/${c.kvHeads} heads x ${c.headDim}, MLP ${c.intermediate}, vocab ${c.vocab})`,
+    `          ${r.model}`,
+    `params    ${(r.parameters.total / 1e6).toFixed(1)}M (${(r.parameters.nonEmbedding / 1e6).toFixed(1)}M non-embedding); f32 weights ${(r.weightBytes / MiB).toFixed(0)} MiB; loaded in ${r.loadSeconds.toFixed(1)} s`,
+    `machine   ${r.machine.cpu}, ${r.machine.cores} cores; ${r.threads} ORT threads; ${r.machine.node}`,
+    `matmul    [${r.matmul.m}, ${r.matmul.k}] x [${r.matmul.n}, ${r.matmul.k}]^T (${r.matmul.what}, Gemm transB): ${r.matmul.gflops.toFixed(1)} GFLOP/s (median of ${r.matmul.repeats})`,
+    '',
+  ];
+  const rows: string[][] = [[
+    'tokens', 'TTFT s', 'prefill tok/s', 'GFLOP/s', '% matmul', 'attn s', 'mlp s', 'other s',
+    'decode tok/s', 'KV MiB', 'RSS MiB', 'peak RSS MiB',
+  ]];
+  for (const x of r.results) {
+    rows.push([
+      String(x.tokens), fmt(x.ttftSeconds, 2), fmt(x.prefillTokensPerSecond, 0), fmt(x.prefillGflops, 1),
+      `${fmt(x.percentOfMatmul, 0)}%`, fmt(x.prefillBreakdown.attention, 2), fmt(x.prefillBreakdown.mlp, 2),
+      fmt(x.prefillBreakdown.other + x.prefillBreakdown.head, 2), x.decodeTokens > 0 ? fmt(x.decodeTokensPerSecond, 2) : '-',
+      fmt(x.kvBytes / MiB, 1), fmt(x.rssBytes / MiB, 0), fmt(x.peakRssBytes / MiB, 0),
+    ]);
+  }
+  lines.push(alignTable(rows));
+  lines.push('', 'GFLOP/s counts 2 x non-embedding params x tokens + 2 x tokens^2 x headDim x heads per layer (causal attention).',
+    'attn s / mlp s: time in the attention graph (norm, QKV, RoPE, GQA, o_proj) and the MLP graph; other: head + JS work.');
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,107 @@
+/**
+ * `fastkv generate`: stream a completion to stdout, or print one JSON object with `--json`.
+ * @module
+ */
+import fs from 'node:fs';
+import { parseArgs } from 'node:util';
+import { RequestError } from '../errors.js';
+import { Model } from '../engine/model.js';
+import { stream, type GenerateOptions } from '../engine/generate.js';
+import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
+import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionFromFlags } from './compression-flags.js';
+
+export const GENERATE_HELP = `Usage: fastkv generate [--model DIR] (--prompt TEXT | --prompt-file FILE) [options]
+
+Generates text from a prompt, streaming it to stdout (progress and timings go to stderr).
+
+Model and prompt:
+  --model DIR            Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json).
+                         Default: the bundled stories260K.
+  --prompt TEXT          The prompt.
+  --prompt-file FILE     Read the prompt from FILE ('-' for stdin).
+  --chat                 Apply the model's chat template (the prompt becomes a user message).
+  --system TEXT          System message (with --chat).
+  --max-context N        Longest prompt + output allowed (default: max_position_embeddings).
+
+Sampling:
+  --max-tokens N         Most tokens to generate (default 256).
+  --temperature T        0 = greedy (default 0).
+  --top-k K              Keep the K most likely tokens (0 = off).
+  --top-p P              Nucleus sampling mass, (0, 1] (1 = off).
+  --min-p P              Drop tokens below P × the top probability, [0, 1) (0 = off).
+  --repetition-penalty R Penalize tokens already seen, > 0 (1 = off).
+  --seed S               Sampler seed (default: random; printed with --json).
+  --stop TEXT            Stop when TEXT appears (repeatable).
+  --ignore-eos           Keep generating past the end-of-sequence token.
+
+${COMPRESSION_HELP}
+Output:
+  --threads N            ONNX Runtime threads (default: one per core).
+  --json                 Print one JSON object: text, prompt_ids, output_ids, finish_reason, timings, layers.
+  -h, --help             Show this help.
+`;
+
+export async function generateCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' }, prompt: { type: 'string' }, 'prompt-file': { type: 'string' },
+      chat: { type: 'boolean' }, system: { type: 'string' }, 'max-context': { type: 'string' },
+      'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
+      'top-p': { type: 'string' }, 'min-p': { type: 'string' }, 'repetition-penalty': { type: 'string' },
+      seed: { type: 'string' }, stop: { type: 'string', multiple: true }, 'ignore-eos': { type: 'boolean' },
+      threads: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      ...COMPRESSION_FLAGS,
+    },
+    strict: true,
+  });
+  if (values.help) { process.stdout.write(GENERATE_HELP); return; }
+  if ((values.prompt === undefined) === (values['prompt-file'] === undefined)) {
+    throw new RequestError('give exactly one of --prompt TEXT or --prompt-file FILE (see fastkv generate --help)');
+  }
+  const prompt = values.prompt ?? readPromptFile(values['prompt-file']!);
+  const options: GenerateOptions = {
+    chat: values.chat, system: values.system, stop: values.stop, ignoreEos: values['ignore-eos'],
+    maxTokens: numberFlag(values, 'max-tokens', { integer: true, min: 0 }),
+    maxContext: numberFlag(values, 'max-context', { integer: true, min: 1 }),
+    temperature: numberFlag(values, 'temperature', { min: 0 }),
+    topK: numberFlag(values, 'top-k', { integer: true, min: 0 }),
+    topP: numberFlag(values, 'top-p'),
+    minP: numberFlag(values, 'min-p'),
+    repetitionPenalty: numberFlag(values, 'repetition-penalty'),
+    seed: numberFlag(values, 'seed', { integer: true }),
+    compression: compressionFromFlags(values),
+  };
+  const threads = numberFlag(values, 'threads', { integer: true, min: 1 });
+  const model = await Model.load(values.model ?? DEFAULT_MODEL_DIR, {
+    threads,
+    onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
+  });
+  progressDone();
+
+  const tokens = stream(model, prompt, options);
+  for await (const chunk of tokens) if (!values.json) process.stdout.write(chunk.text);
+  const r = await tokens.result;
+  if (values.json) {
+    process.stdout.write(JSON.stringify({
+      text: r.text, prompt_ids: r.promptIds, output_ids: r.outputIds, finish_reason: r.finishReason,
+      method: r.method, seed: r.seed, timings: r.timings,
+      layers: r.layers.map((l) => ({ rows: l.rows, kept_per_kv_head: l.kept })),
+    }, null, 2) + '\n');
+  } else {
+    process.stdout.write('\n');
+    const t = r.timings;
+    process.stderr.write(`[${r.method}] ${t.promptTokens} prompt tokens, ${t.generatedTokens} generated (${r.finishReason}); ` +
+      `TTFT ${t.timeToFirstTokenMs.toFixed(1)} ms, prefill ${t.prefillTokensPerSecond.toFixed(1)} tok/s, ` +
+      `decode ${t.decodeTokensPerSecond.toFixed(1)} tok/s, KV cache ${(t.kvCacheBytes / 1024).toFixed(1)} KiB\n`);
+  }
+  await model.dispose();
+}
+
+function readPromptFile(file: string): string {
+  try {
+    return fs.readFileSync(file === '-' ? 0 : file, 'utf8');
+  } catch (cause) {
+    throw new RequestError(`cannot read --prompt-file "${file}": ${(cause as Error).message}`, { cause });
+  }
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+/**
+ * The `fastkv` command. Library code throws `FastKVError`s; this is the one place that turns them into
+ * messages and exit codes (2: bad input or options; 1: anything else).
+ * @module
+ */
+import { FastKVError } from '../errors.js';
+import { GENERATE_HELP, generateCommand } from './generate.js';
+
+const HELP = `fastkv: fast long-prompt LLM inference on Node.js, with FastKV and other KV-cache compression methods.
+
+Usage: fastkv <command> [options]
+
+Commands:
+  generate   Generate text from a prompt (streams to stdout).
+  bench      Time prefill and decoding on a benchmark-sized checkpoint with seeded random weights.
+  help       Show help for a command: fastkv help generate
+
+Run 'fastkv <command> --help' for a command's options.
+`;
+
+const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: () => string }> = {
+  generate: { run: generateCommand, help: () => GENERATE_HELP },
+  bench: {
+    run: async (argv) => (await import('./bench.js')).benchCommand(argv),
+    help: () => 'Run fastkv bench --help\n',
+  },
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '--help' || command === '-h') { process.stdout.write(HELP); return 0; }
+  if (command === '--version' || command === '-v') { process.stdout.write('fastkv 0.1.0\n'); return 0; }
+  if (command === 'help') {
+    const entry = rest[0] ? COMMANDS[rest[0]] : undefined;
+    if (rest[0] === 'bench') return main(['bench', '--help']);
+    process.stdout.write(entry ? entry.help() : HELP);
+    return 0;
+  }
+  const entry = COMMANDS[command];
+  if (!entry) {
+    process.stderr.write(`fastkv: unknown command "${command}"\n\n${HELP}`);
+    return 2;
+  }
+  await entry.run(rest);
+  return 0;
+}
+
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (error: unknown) => {
+  if (error instanceof FastKVError) {
+    process.stderr.write(`fastkv: ${error.message}\n`);
+    process.exitCode = error.code === 'BACKEND' || error.code === 'MODEL_LOAD' ? 1 : 2;
+  } else if (error instanceof TypeError && (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    process.stderr.write(`fastkv: ${error.message}\n`);
+    process.exitCode = 2;
+  } else {
+    process.stderr.write(`fastkv: unexpected error: ${(error as Error)?.stack ?? String(error)}\n`);
+    process.exitCode = 1;
+  }
+});

@@ -1,0 +1,70 @@
+/** The `fastkv` command end to end: output shapes, help, and errors that name the problem. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ROOT, STORIES } from './helpers.js';
+
+const CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+const reference = JSON.parse(fs.readFileSync(path.join(STORIES, 'reference_greedy.json'), 'utf8'));
+
+function fastkv(...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('generate --json prints text, ids and timings for the bundled model', () => {
+  const r = fastkv('generate', '--prompt', reference.prompt, '--max-tokens', '20', '--json', '--threads', '1');
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.deepEqual(out.prompt_ids, reference.prompt_ids);
+  assert.deepEqual(out.output_ids, reference.greedy_ids.slice(reference.prompt_ids.length, reference.prompt_ids.length + 20));
+  assert.equal(typeof out.text, 'string');
+  for (const key of ['timeToFirstTokenMs', 'prefillTokensPerSecond', 'decodeTokensPerSecond', 'kvCacheBytes']) {
+    assert.ok(Number.isFinite(out.timings[key]) && out.timings[key] > 0, `timings.${key} = ${out.timings[key]}`);
+  }
+});
+
+test('generate streams text to stdout', () => {
+  const r = fastkv('generate', '--prompt', reference.prompt, '--max-tokens', '30', '--threads', '1');
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(reference.greedy_text.startsWith(reference.prompt + r.stdout.trimEnd()), r.stdout);
+  assert.match(r.stderr, /TTFT/);
+});
+
+test('help describes every option', () => {
+  const top = fastkv('--help');
+  assert.equal(top.code, 0);
+  assert.match(top.stdout, /generate/);
+  const help = fastkv('generate', '--help');
+  for (const flag of ['--model', '--prompt', '--prompt-file', '--chat', '--max-tokens', '--temperature', '--top-p', '--top-k', '--seed', '--threads', '--json', '--method']) {
+    assert.ok(help.stdout.includes(flag), `generate --help lacks ${flag}`);
+  }
+});
+
+test('bad input gets an error that names it', () => {
+  const cases: [string[], RegExp][] = [
+    [['generate', '--prompt', 'x', '--model', '/nonexistent/model'], /\/nonexistent\/model/],
+    [['generate', '--prompt', 'x', '--temperature', 'hot'], /--temperature/],
+    [['generate', '--prompt', 'x', '--top-p', '1.5'], /topP|top-p/],
+    [['generate'], /--prompt/],
+    [['generate', '--prompt-file', '/nonexistent/prompt.txt'], /prompt\.txt/],
+    [['generate', '--prompt', 'x', '--bogus'], /bogus/],
+    [['generate', '--prompt', 'x', '--method', 'nosuch'], /nosuch/],
+    [['frobnicate'], /frobnicate/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = fastkv(...args);
+    assert.notEqual(r.code, 0, `${args.join(' ')} should fail`);
+    assert.match(r.stderr, pattern, `${args.join(' ')}: ${r.stderr}`);
+    assert.doesNotMatch(r.stderr, /unexpected error/, r.stderr);
+  }
+});
+
+test('a prompt longer than the context limit is refused with both numbers', () => {
+  const long = 'Once upon a time there was a cat. '.repeat(80);
+  const r = fastkv('generate', '--prompt', long, '--max-tokens', '1');
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /more than the limit of 512/);
+});
