@@ -68,7 +68,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
       allowPositionals: false,
     }));
   } catch (e) {
-    throw new RequestError(`${(e as Error).message}\n\n${BENCH_HELP}`, { cause: e });
+    throw new RequestError(`${(e as Error).message} (see fastkv bench --help)`, { cause: e });
   }
   if (values.help) {
     process.stdout.write(BENCH_HELP);

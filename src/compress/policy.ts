@@ -6,6 +6,7 @@
  * @module
  */
 import type { ModelConfig } from '../model/config.js';
+import type { Scorer } from './scoring.js';
 
 /** What the engine shows a policy after layer `layer`'s attention over the `numRows` rows present. */
 export interface LayerInput {
@@ -23,6 +24,8 @@ export interface LayerInput {
   readonly values: Float32Array;
   /** [w, numHeads·headDim]: queries (RoPE applied) of the last w = min(queryWindow, n) rows. */
   readonly windowQueries: Float32Array;
+  /** Scores computed on demand by ONNX Runtime from these keys and queries. */
+  readonly scorer: Scorer;
 }
 
 /**
@@ -46,7 +49,7 @@ export interface PolicyRun {
 export interface CompressionPolicy {
   /** The method's name everywhere: registry key, CLI value, bench and eval column. */
   readonly name: string;
-  /** How many of the last rows' queries the policy reads (0 = none). */
+  /** How many of the last rows' queries the policy reads (0 = none, Infinity = every row). */
   readonly queryWindow: number;
   /** Starts a request over a prompt of `promptLength` tokens. */
   begin(config: ModelConfig, promptLength: number): PolicyRun;

@@ -4,7 +4,12 @@
  */
 import { ConfigError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
+import { fastkv } from './fastkv.js';
+import { gemfilter } from './gemfilter.js';
+import { h2o } from './h2o.js';
 import { fullPolicy, type CompressionPolicy } from './policy.js';
+import { snapkv } from './snapkv.js';
+import { streamingllm } from './streamingllm.js';
 
 /** `{ method, ...options }`: a method by name with its options, as the API and the CLI take them. */
 export interface CompressionSpec {
@@ -15,7 +20,11 @@ export interface CompressionSpec {
 type Factory = (options: Record<string, unknown>, config: ModelConfig) => CompressionPolicy;
 
 const FACTORIES: Record<string, Factory> = {
-  full: () => fullPolicy,
+  full: (options) => {
+    if (Object.keys(options).length > 0) throw new ConfigError(`full: takes no options, got ${Object.keys(options).join(', ')}`);
+    return fullPolicy;
+  },
+  fastkv, snapkv, streamingllm, h2o, gemfilter,
 };
 
 export const METHODS: readonly string[] = Object.keys(FACTORIES);

@@ -8,6 +8,7 @@ import { RequestError } from '../errors.js';
 import { ropeFrequencies } from '../model/config.js';
 import { fullPolicy, type CompressionPolicy, type LayerDecision } from '../compress/policy.js';
 import { ATTN, HEAD, MLP } from '../graph/decoder-layer.js';
+import { createScorer } from '../compress/scoring.js';
 import { KvCache } from './kv-cache.js';
 import type { Model } from './model.js';
 import { dataF32, f32, i32, i64 } from './ort.js';
@@ -139,9 +140,10 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
 
     // 2. Ask the policy what to keep.
     const t0 = performance.now();
+    const windowQueries = dataF32(attn[ATTN.windowQueries]);
     const decision: LayerDecision = await run.layer({
-      layer: l, config: c, promptLength: N, numRows: n, positionIds, keys, values,
-      windowQueries: dataF32(attn[ATTN.windowQueries]),
+      layer: l, config: c, promptLength: N, numRows: n, positionIds, keys, values, windowQueries,
+      scorer: createScorer(model, keys, n, windowQueries),
     });
     policyMs += performance.now() - t0;
 

@@ -28,6 +28,7 @@ export interface LoadOptions {
 }
 
 export class Model {
+  private readonly extraGraphs = new Map<string, Promise<Session>>();
   private constructor(
     readonly dir: string,
     readonly config: ModelConfig,
@@ -88,6 +89,19 @@ export class Model {
       attentionWeights, mlpWeights, headWeights);
   }
 
+  /**
+   * A graph that is built on first use and kept for the model's lifetime (the scoring graphs of the compression
+   * policies, one per distinct scoring spec).
+   */
+  graph(key: string, build: () => Uint8Array): Promise<Session> {
+    let session = this.extraGraphs.get(key);
+    if (!session) {
+      session = Session.create(key, build(), this.threads);
+      this.extraGraphs.set(key, session);
+    }
+    return session;
+  }
+
   get tokenizer(): Tokenizer {
     if (!this.tokenizerOrNull) throw new ModelLoadError(`model "${this.dir}" was loaded without its tokenizer`);
     return this.tokenizerOrNull;
@@ -105,6 +119,7 @@ export class Model {
   }
 
   async dispose(): Promise<void> {
-    await Promise.all(Object.values(this.sessions).map((s) => s.release()));
+    const extra = await Promise.all(this.extraGraphs.values());
+    await Promise.all([...Object.values(this.sessions), ...extra].map((s) => s.release()));
   }
 }

@@ -66,7 +66,7 @@ test('topK keeps only the k best tokens', () => {
   const row = randomLogits(151_936, 5);
   const sorted = Array.from(row.keys()).sort((a, b) => row[b] - row[a]);
   const top = new Set(sorted.slice(0, 5));
-  const seen = draws({ temperature: 50, topK: 5, seed: 9 }, row, 2000);
+  const seen = draws({ temperature: 50, topK: 5, seed: 9 }, row, 500);
   assert.ok(seen.every((id) => top.has(id)));
   assert.equal(new Set(seen).size, 5, 'at a high temperature all five are drawn');
 });
@@ -74,7 +74,7 @@ test('topK keeps only the k best tokens', () => {
 test('a tiny topP leaves only the argmax', () => {
   const row = randomLogits(151_936, 8);
   const best = argmax(row);
-  assert.ok(draws({ temperature: 3, topP: 1e-6, seed: 1 }, row, 200).every((id) => id === best));
+  assert.ok(draws({ temperature: 3, topP: 1e-6, seed: 1 }, row, 100).every((id) => id === best));
 });
 
 test('topP keeps the smallest head of the distribution that reaches p', () => {

@@ -20,13 +20,15 @@ export interface WindowScoreSpec {
   readonly kernel: number;
   /** Reduction over the G query heads of a KV group; 'none' keeps one row per query head. */
   readonly groupReduce: 'sum' | 'mean' | 'max' | 'none';
+  /** Score the window's own keys too (GemFilter ranks every token); default: prefix keys only. */
+  readonly includeWindowKeys?: boolean;
 }
 
 export const WINDOW_SCORES = {
   queries: 'queries',   // [w, numHeads·headDim]: the last w rows' queries
   keys: 'keys',         // [1, numKvHeads, n, headDim]
   windowMask: 'window_mask', // [w, w]: 0, or −inf above the diagonal (causal inside the window)
-  scores: 'scores',     // [heads, n − w]: heads = numKvHeads, or numHeads with groupReduce 'none'
+  scores: 'scores',     // [heads, n − w] (or [heads, n] with includeWindowKeys): heads = numKvHeads, or numHeads with groupReduce 'none'
 } as const;
 
 export const BLOCK_ATTENTION = {
@@ -62,9 +64,9 @@ export function buildWindowScoresGraph(s: Shape, spec: WindowScoreSpec): Uint8Ar
     const [prefix, window] = g.opN('Split', [logits, g.op('Concat', [prefixLen, g.op('Unsqueeze', [w, g.int64([0])])], { axis: 0 })], 2, { axis: 3 });
     logits = g.op('Softmax', [g.op('Concat', [prefix, g.op('Add', [window, windowMask])], { axis: 3 })], { axis: 3 });
   }
-  // Window rows → one score per key, prefix keys only.
+  // Window rows → one score per key; prefix keys only unless asked.
   let scores = g.op(spec.aggregate === 'sum' ? 'ReduceSum' : 'ReduceMean', [logits, g.int64([2])], { keepdims: 0 }); // [Hkv, G, n]
-  scores = g.op('Slice', [scores, g.int64([0]), prefixLen, g.int64([2])]);            // [Hkv, G, n − w]
+  if (!spec.includeWindowKeys) scores = g.op('Slice', [scores, g.int64([0]), prefixLen, g.int64([2])]); // [Hkv, G, n − w]
   scores = g.op('Reshape', [scores, g.int64([1, s.numHeads, -1])]);                  // [1, H, n − w] for pooling
   if (spec.pooling !== 'none' && spec.kernel > 1) {
     const half = Math.floor(spec.kernel / 2);

@@ -1,0 +1,69 @@
+/**
+ * FastKV (arXiv 2502.01068): GQA-aware KV selection in every layer, and token-selective propagation (TSP) at
+ * layer t: only the T most-attended tokens (plus the window) continue to layers t+1..L−1, keeping their
+ * original positions. Reference: github.com/dongwonjo/FastKV @ b978769, `baselines/fastkv/utils.py`
+ * (`FastKVCluster.update_kv`, `compress_fastkv`).
+ *
+ * Per layer (n rows): scores = window softmax (last w queries, causal inside the window) summed over the window,
+ * pooled (kernel k), summed over each KV group's query heads; each KV head keeps its top B−w prefix tokens and
+ * the window. At layer t the same scores summed over all heads choose the top T−w prefix tokens; with the
+ * window, sorted, they are the rows that go on.
+ *
+ * Budgets: proportional mode (defaults, era C) B_l = floor(n_l · ρ_l) with ρ_l = retainRate for l ≤ t and
+ * retainRate / tspRate after, T = floor(N · tspRate); constant mode takes `budget` B and/or `tspLength` T.
+ * As in the reference, a layer with n < B keeps everything and its TSP does not fire.
+ * Deviations: fp32 throughout (the reference scores in fp16); selections are stored in ascending order; a
+ * budget below the window keeps just the window (the reference's top-k would get a negative k).
+ */
+import { ConfigError } from '../errors.js';
+import type { ModelConfig } from '../model/config.js';
+import {
+  BUDGET_OPTION_NAMES, WINDOW_OPTION_NAMES, checkInteger, checkKnownOptions, checkRate, entriesFor, parseBudget, parseWindowOptions,
+  type BudgetOptions, type WindowOptions,
+} from './budget.js';
+import type { CompressionPolicy, LayerDecision } from './policy.js';
+import { snapScoring } from './scoring.js';
+import { concat, keepTopAndWindow, range, sumGroups, topK } from './select.js';
+
+export interface FastKVOptions extends BudgetOptions, WindowOptions {
+  /** 0-based TSP layer t (reference `tsp_idx`); default L/2 − 1. */
+  tspLayer?: number;
+  /** Share of the prompt propagated past layer t, (0, 1] (reference `tsp_rate`, default 0.2). */
+  tspRate?: number;
+  /** Tokens propagated past layer t, window included (reference `tsp_len`, constant mode). */
+  tspLength?: number;
+}
+
+export function fastkv(options: FastKVOptions, config: ModelConfig): CompressionPolicy {
+  checkKnownOptions('fastkv', options, [...BUDGET_OPTION_NAMES, ...WINDOW_OPTION_NAMES, 'tspLayer', 'tspRate', 'tspLength']);
+  const { windowSize: w, kernelSize, pooling } = parseWindowOptions('fastkv', options);
+  const budget = parseBudget('fastkv', options, w, { kind: 'rate', rate: 0.1 });
+  const L = config.numLayers;
+  const t = checkInteger('fastkv', 'tspLayer', options.tspLayer ?? Math.max(0, Math.floor(L / 2) - 1), 0, L - 1);
+  if (options.tspRate !== undefined && options.tspLength !== undefined) throw new ConfigError('fastkv: give only one of tspRate, tspLength');
+  const tspLength = options.tspLength === undefined ? undefined : checkInteger('fastkv', 'tspLength', options.tspLength, w + 1);
+  const tspRate = tspLength === undefined ? checkRate('fastkv', 'tspRate', options.tspRate ?? 0.2) : undefined;
+  const scoring = snapScoring(w, kernelSize, pooling, config.headDim);
+
+  return {
+    name: 'fastkv',
+    queryWindow: w,
+    begin(_config, N) {
+      const T = tspLength ?? Math.floor(N * tspRate!);
+      return {
+        async layer({ layer, numRows: n, scorer }): Promise<LayerDecision> {
+          // Past the TSP layer, a rate keeps the same share of the prompt: ρ = retainRate / tspRate of n ≈ N·retainRate.
+          const scale = budget.kind === 'rate' && layer > t && n < N ? (tspRate ?? T / N) : 1;
+          const B = budget.kind === 'rate' ? Math.floor(n * budget.rate / scale) : budget.entries;
+          if (n < B || n <= w) return { kind: 'keep', keep: null };
+          const scores = await scorer.window(scoring);
+          const keep = keepTopAndWindow(scores, n, Math.max(B, w), w);
+          if (layer !== t || n <= T) return { kind: 'keep', keep };
+          // TSP: scores summed over all heads pick T − w prefix tokens; the window always goes on.
+          const total = sumGroups(scores, 1);
+          return { kind: 'propagate', keep, rows: concat(topK(total.data, T - w), range(n - w, n)) };
+        },
+      };
+    },
+  };
+}
