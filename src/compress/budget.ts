@@ -62,13 +62,6 @@ export function entriesFor(b: Budget, n: number): number {
   return b.kind === 'absolute' ? b.entries : Math.floor(n * b.rate);
 }
 
-/** Rejects option names a method does not know (a typo must not silently fall back to a default). */
-export function checkKnownOptions(method: string, options: object, known: readonly string[]): void {
-  for (const key of Object.keys(options)) {
-    if (!known.includes(key)) throw new ConfigError(`${method}: unknown option "${key}"; known: ${known.join(', ')}`);
-  }
-}
-
 /** Window size, pooling kernel and pooling kind, shared by the window-scoring methods. */
 export interface WindowOptions {
   /** Observation window w (reference `window_size`, default 8). */
@@ -87,6 +80,3 @@ export function parseWindowOptions(method: string, o: WindowOptions): Required<W
   if (pooling !== 'max' && pooling !== 'avg') throw new ConfigError(`${method}: pooling must be "max" or "avg", got "${String(pooling)}"`);
   return { windowSize, kernelSize, pooling };
 }
-
-export const WINDOW_OPTION_NAMES = ['windowSize', 'kernelSize', 'pooling'] as const;
-export const BUDGET_OPTION_NAMES = ['budget', 'retainRate', 'compressionRatio'] as const;

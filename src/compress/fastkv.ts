@@ -18,7 +18,7 @@
 import { ConfigError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import {
-  BUDGET_OPTION_NAMES, WINDOW_OPTION_NAMES, checkInteger, checkKnownOptions, checkRate, entriesFor, parseBudget, parseWindowOptions,
+  checkInteger, checkRate, entriesFor, parseBudget, parseWindowOptions,
   type BudgetOptions, type WindowOptions,
 } from './budget.js';
 import type { CompressionPolicy, LayerDecision } from './policy.js';
@@ -35,7 +35,6 @@ export interface FastKVOptions extends BudgetOptions, WindowOptions {
 }
 
 export function fastkv(options: FastKVOptions, config: ModelConfig): CompressionPolicy {
-  checkKnownOptions('fastkv', options, [...BUDGET_OPTION_NAMES, ...WINDOW_OPTION_NAMES, 'tspLayer', 'tspRate', 'tspLength']);
   const { windowSize: w, kernelSize, pooling } = parseWindowOptions('fastkv', options);
   const budget = parseBudget('fastkv', options, w, { kind: 'rate', rate: 0.1 });
   const L = config.numLayers;

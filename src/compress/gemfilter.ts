@@ -7,7 +7,7 @@
  * for LLaMA-3.1-8B; here scaled to the model's depth). Layers before f keep no cache: pass 1 is discarded.
  */
 import type { ModelConfig } from '../model/config.js';
-import { BUDGET_OPTION_NAMES, checkInteger, checkKnownOptions, entriesFor, parseBudget, type BudgetOptions } from './budget.js';
+import { checkInteger, entriesFor, parseBudget, type BudgetOptions } from './budget.js';
 import type { CompressionPolicy } from './policy.js';
 import type { WindowScoreRequest } from './scoring.js';
 import { sumGroups, topK } from './select.js';
@@ -20,7 +20,6 @@ export interface GemFilterOptions extends BudgetOptions {
 }
 
 export function gemfilter(options: GemFilterOptions, config: ModelConfig): CompressionPolicy {
-  checkKnownOptions('gemfilter', options, [...BUDGET_OPTION_NAMES, 'filterLayer', 'kernelSize']);
   const L = config.numLayers;
   const f = checkInteger('gemfilter', 'filterLayer', options.filterLayer ?? Math.min(L - 1, Math.round((13 / 32) * L)), 0, L - 1);
   const kernel = checkInteger('gemfilter', 'kernelSize', options.kernelSize ?? 5, 1);

@@ -9,7 +9,7 @@
  */
 import type { ModelConfig } from '../model/config.js';
 import {
-  BUDGET_OPTION_NAMES, checkInteger, checkKnownOptions, entriesFor, parseBudget, type BudgetOptions,
+  checkInteger, entriesFor, parseBudget, type BudgetOptions,
 } from './budget.js';
 import type { CompressionPolicy } from './policy.js';
 import { keepTopAndWindow, sumGroups } from './select.js';
@@ -20,7 +20,6 @@ export interface H2OOptions extends BudgetOptions {
 }
 
 export function h2o(options: H2OOptions, config: ModelConfig): CompressionPolicy {
-  checkKnownOptions('h2o', options, [...BUDGET_OPTION_NAMES, 'windowSize']);
   const w = checkInteger('h2o', 'windowSize', options.windowSize ?? 8, 1);
   const budget = parseBudget('h2o', options, w, { kind: 'rate', rate: 0.1 });
   return {

@@ -20,14 +20,37 @@ export interface CompressionSpec {
 type Factory = (options: Record<string, unknown>, config: ModelConfig) => CompressionPolicy;
 
 const FACTORIES: Record<string, Factory> = {
-  full: (options) => {
-    if (Object.keys(options).length > 0) throw new ConfigError(`full: takes no options, got ${Object.keys(options).join(', ')}`);
-    return fullPolicy;
-  },
+  full: () => fullPolicy,
   fastkv, snapkv, streamingllm, h2o, gemfilter,
 };
 
 export const METHODS: readonly string[] = Object.keys(FACTORIES);
+
+const WINDOW = ['windowSize', 'kernelSize', 'pooling'];
+const BUDGET = ['budget', 'retainRate', 'compressionRatio'];
+/** The options each method accepts (its factory rejects any other). */
+export const METHOD_OPTIONS: Readonly<Record<string, readonly string[]>> = {
+  full: [],
+  fastkv: [...BUDGET, ...WINDOW, 'tspLayer', 'tspRate', 'tspLength'],
+  snapkv: [...BUDGET, ...WINDOW],
+  streamingllm: [...BUDGET, 'sinks'],
+  h2o: [...BUDGET, 'windowSize'],
+  gemfilter: [...BUDGET, 'filterLayer', 'kernelSize'],
+};
+
+/**
+ * One spec per method from a shared set of options, each method taking only the options it knows: how
+ * `--methods full,fastkv,snapkv --retain-rate 0.1 --tsp-rate 0.2` becomes three specs.
+ */
+export function specsFor(methods: readonly string[], shared: Readonly<Record<string, unknown>>): CompressionSpec[] {
+  return methods.map((method) => {
+    const known = METHOD_OPTIONS[method];
+    if (!known) throw new ConfigError(`unknown compression method "${method}"; known: ${METHODS.join(', ')}`);
+    const spec: Record<string, unknown> = { method };
+    for (const [key, value] of Object.entries(shared)) if (known.includes(key) && value !== undefined) spec[key] = value;
+    return spec as CompressionSpec;
+  });
+}
 
 /** Checks a spec's options against the model and returns the policy (full when none is given). */
 export function resolvePolicy(spec: CompressionPolicy | CompressionSpec | undefined, config: ModelConfig): CompressionPolicy {
@@ -36,5 +59,11 @@ export function resolvePolicy(spec: CompressionPolicy | CompressionSpec | undefi
   const { method, ...options } = spec as CompressionSpec;
   const factory = FACTORIES[method];
   if (!factory) throw new ConfigError(`unknown compression method "${method}"; known: ${METHODS.join(', ')}`);
+  // A typo must not silently fall back to a default.
+  for (const key of Object.keys(options)) {
+    if (!METHOD_OPTIONS[method].includes(key)) {
+      throw new ConfigError(`${method}: unknown option "${key}"; known: ${METHOD_OPTIONS[method].join(', ') || 'none'}`);
+    }
+  }
   return factory(options, config);
 }

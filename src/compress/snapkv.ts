@@ -9,7 +9,7 @@
  */
 import type { ModelConfig } from '../model/config.js';
 import {
-  BUDGET_OPTION_NAMES, WINDOW_OPTION_NAMES, checkKnownOptions, entriesFor, parseBudget, parseWindowOptions,
+  entriesFor, parseBudget, parseWindowOptions,
   type BudgetOptions, type WindowOptions,
 } from './budget.js';
 import type { CompressionPolicy } from './policy.js';
@@ -19,7 +19,6 @@ import { keepTopAndWindow } from './select.js';
 export interface SnapKVOptions extends BudgetOptions, WindowOptions {}
 
 export function snapkv(options: SnapKVOptions, config: ModelConfig): CompressionPolicy {
-  checkKnownOptions('snapkv', options, [...BUDGET_OPTION_NAMES, ...WINDOW_OPTION_NAMES]);
   const { windowSize: w, kernelSize, pooling } = parseWindowOptions('snapkv', options);
   const budget = parseBudget('snapkv', options, w, { kind: 'rate', rate: 0.1 });
   const scoring = snapScoring(w, kernelSize, pooling, config.headDim);

@@ -5,7 +5,7 @@
  * B = floor(N · retain_rate) in proportional mode). Positions are kept, not shifted (no pos_shift).
  */
 import type { ModelConfig } from '../model/config.js';
-import { BUDGET_OPTION_NAMES, checkInteger, checkKnownOptions, entriesFor, parseBudget, type BudgetOptions } from './budget.js';
+import { checkInteger, entriesFor, parseBudget, type BudgetOptions } from './budget.js';
 import type { CompressionPolicy } from './policy.js';
 import { concat, range } from './select.js';
 
@@ -15,7 +15,6 @@ export interface StreamingLLMOptions extends BudgetOptions {
 }
 
 export function streamingllm(options: StreamingLLMOptions, config: ModelConfig): CompressionPolicy {
-  checkKnownOptions('streamingllm', options, [...BUDGET_OPTION_NAMES, 'sinks']);
   const sinks = checkInteger('streamingllm', 'sinks', options.sinks ?? 4, 0);
   const budget = parseBudget('streamingllm', options, sinks, { kind: 'rate', rate: 0.1 });
   return {
