@@ -22,3 +22,41 @@ export function argmax(a: ArrayLike<number>, start = 0, end = a.length): number 
   for (let i = start + 1; i < end; i++) if (a[i] > a[best]) best = i;
   return best - start;
 }
+
+import fs from 'node:fs';
+import type { CompressionPolicy, LayerDecision, LayerInput } from '../src/compress/policy.js';
+
+export const HAYSTACK = path.join(ROOT, 'data', 'stories-haystack.txt');
+
+/** The first `chars` characters of the bundled story haystack, cut at a sentence end. */
+export function storyText(chars: number): string {
+  const text = fs.readFileSync(HAYSTACK, 'utf8').slice(0, chars);
+  return text.slice(0, text.lastIndexOf('.') + 1);
+}
+
+export interface RecordedLayer {
+  input: LayerInput;
+  decision: LayerDecision;
+}
+
+/** Wraps a policy so that every layer's input and decision are kept for inspection. */
+export function recording(policy: CompressionPolicy): { policy: CompressionPolicy; layers: RecordedLayer[] } {
+  const layers: RecordedLayer[] = [];
+  return {
+    layers,
+    policy: {
+      name: policy.name,
+      queryWindow: policy.queryWindow,
+      begin(config, promptLength) {
+        const run = policy.begin(config, promptLength);
+        return {
+          async layer(input) {
+            const decision = await run.layer(input);
+            layers.push({ input, decision });
+            return decision;
+          },
+        };
+      },
+    },
+  };
+}

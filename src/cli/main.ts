@@ -14,6 +14,7 @@ Usage: fastkv <command> [options]
 Commands:
   generate   Generate text from a prompt (streams to stdout).
   bench      Time prefill and decoding on a benchmark-sized checkpoint with seeded random weights.
+  eval       Measure accuracy under compression: niah, ruler, longbench, fidelity.
   help       Show help for a command: fastkv help generate
 
 Run 'fastkv <command> --help' for a command's options.
@@ -21,6 +22,10 @@ Run 'fastkv <command> --help' for a command's options.
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: () => string }> = {
   generate: { run: generateCommand, help: () => GENERATE_HELP },
+  eval: {
+    run: async (argv) => (await import('./eval.js')).evalCommand(argv),
+    help: () => 'Run fastkv eval --help\n',
+  },
   bench: {
     run: async (argv) => (await import('./bench.js')).benchCommand(argv),
     help: () => 'Run fastkv bench --help\n',
@@ -33,7 +38,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === '--version' || command === '-v') { process.stdout.write('fastkv 0.1.0\n'); return 0; }
   if (command === 'help') {
     const entry = rest[0] ? COMMANDS[rest[0]] : undefined;
-    if (rest[0] === 'bench') return main(['bench', '--help']);
+    if (rest[0] === 'bench' || rest[0] === 'eval') return main([rest[0], '--help']);
     process.stdout.write(entry ? entry.help() : HELP);
     return 0;
   }
