@@ -1,0 +1,118 @@
+/**
+ * The contract every policy meets, run against each method under configurations from mild to harsh (the table
+ * below): indices in range, unique and ascending; every head within its budget and the same count per head;
+ * the observation window kept; original positions preserved in the cache; propagated rows ascending and ending
+ * with the window; the same input giving the same output. Nothing is skipped: a method that has no
+ * window (streamingllm keeps sinks and recent tokens instead) says so in its row.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import fs from 'node:fs';
+import { Model } from '../engine/model.js';
+import { prefill } from '../engine/forward.js';
+import { METHODS, resolvePolicy, type CompressionSpec } from './registry.js';
+import type { CompressionPolicy, LayerDecision } from './policy.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+interface Row {
+  method: string;
+  /** Configurations, mild to harsh. */
+  configs: Record<string, unknown>[];
+  /** Rows every head must keep whenever it compresses: the last `window` rows. 0 = none (see reason). */
+  window: (spec: Record<string, unknown>) => number;
+  reason?: string;
+}
+
+const TABLE: Row[] = [
+  { method: 'full', configs: [{}], window: () => 0, reason: 'keeps everything' },
+  {
+    method: 'fastkv',
+    configs: [{ retainRate: 0.5, tspRate: 0.5 }, {}, { retainRate: 0.05, tspRate: 0.1, kernelSize: 3, pooling: 'avg' },
+      { budget: 64, tspLength: 128 }, { budget: 16, tspLength: 32, windowSize: 4, tspLayer: 0 }],
+    window: (s) => (s.windowSize as number) ?? 8,
+  },
+  { method: 'snapkv', configs: [{ retainRate: 0.5 }, {}, { budget: 12, windowSize: 4, kernelSize: 1 }], window: (s) => (s.windowSize as number) ?? 8 },
+  { method: 'h2o', configs: [{ retainRate: 0.5 }, {}, { budget: 12 }], window: () => 8 },
+  { method: 'streamingllm', configs: [{ retainRate: 0.5 }, {}, { budget: 6, sinks: 2 }], window: () => 1, reason: 'keeps the most recent token among its recent window' },
+  { method: 'gemfilter', configs: [{ retainRate: 0.5 }, {}, { budget: 16, filterLayer: 0 }], window: () => 0, reason: 'ranks every token, window included' },
+];
+
+test('the contract table covers every registered method', () => {
+  assert.deepEqual(TABLE.map((r) => r.method).sort(), [...METHODS].sort());
+});
+
+const modelPromise = Model.load(path.join(ROOT, 'models', 'stories260K'), { threads: 1 });
+const text = fs.readFileSync(path.join(ROOT, 'data', 'stories-haystack.txt'), 'utf8').slice(0, 1600);
+
+function record(policy: CompressionPolicy) {
+  const decisions: { n: number; positionIds: Int32Array; decision: LayerDecision }[] = [];
+  const wrapped: CompressionPolicy = {
+    ...policy,
+    begin: (config, N) => {
+      const run = policy.begin(config, N);
+      return { layer: async (input) => {
+        const decision = await run.layer(input);
+        decisions.push({ n: input.numRows, positionIds: input.positionIds, decision });
+        return decision;
+      } };
+    },
+  };
+  return { wrapped, decisions };
+}
+
+function assertAscendingInRange(rows: Int32Array, n: number, what: string): void {
+  for (let i = 0; i < rows.length; i++) {
+    assert.ok(rows[i] >= 0 && rows[i] < n, `${what}: ${rows[i]} outside [0, ${n})`);
+    if (i > 0) assert.ok(rows[i] > rows[i - 1], `${what}: not strictly ascending at ${i}`);
+  }
+}
+
+for (const row of TABLE) {
+  for (const options of row.configs) {
+    const spec = { method: row.method, ...options } as CompressionSpec;
+    test(`contract: ${JSON.stringify(spec)}`, async () => {
+      const model = await modelPromise;
+      const ids = Int32Array.from(model.tokenizer.encode(text));
+      const N = ids.length;
+      const { wrapped, decisions } = record(resolvePolicy(spec, model.config));
+      const run = await prefill(model, ids, { policy: wrapped });
+      const bound = Math.max((options.budget as number | undefined) ?? Math.floor(N * ((options.retainRate as number | undefined) ?? 0.1)) + 1, 9);
+      const w = row.window(options);
+      let cacheLayer = 0;
+      for (const { n, positionIds, decision } of decisions) {
+        if (decision.kind === 'restart') {
+          assertAscendingInRange(decision.tokens, N, 'restart tokens');
+          assert.ok(decision.tokens.length <= bound);
+          cacheLayer = 0; // the restarted prefill fills the caches again from layer 0
+          continue;
+        }
+        if (decision.keep) {
+          const count = decision.keep[0].length;
+          decision.keep.forEach((rows, h) => {
+            assertAscendingInRange(rows, n, `head ${h}`);
+            assert.equal(rows.length, count, 'every head keeps the same count');
+            if (count > 0 && w > 0) assert.deepEqual(Array.from(rows.subarray(count - w)), Array.from({ length: w }, (_, i) => n - w + i), 'window kept');
+          });
+          assert.ok(count <= bound, `kept ${count} > budget ${bound}`);
+          // Positions preserved: slot s of head h holds the original position of row keep[h][s].
+          const cache = run.restartedOn ? null : run.cache.layer(cacheLayer);
+          if (cache) decision.keep.forEach((rows, h) => rows.forEach((r, s) => assert.equal(cache.positions[h * cache.capacity + s], positionIds[r])));
+        }
+        if (decision.kind === 'propagate') {
+          assertAscendingInRange(decision.rows, n, 'propagated rows');
+          assert.deepEqual(Array.from(decision.rows.subarray(decision.rows.length - w)), Array.from({ length: w }, (_, i) => n - w + i));
+        }
+        cacheLayer++;
+      }
+      // Deterministic: the same input gives the same caches.
+      const again = await prefill(model, ids, { policy: resolvePolicy(spec, model.config) });
+      for (let l = 0; l < model.config.numLayers; l++) {
+        assert.deepEqual(again.cache.layer(l).positions, run.cache.layer(l).positions);
+        assert.deepEqual(again.cache.layer(l).keys, run.cache.layer(l).keys);
+      }
+    });
+  }
+}
