@@ -56,7 +56,11 @@ export interface LengthResult {
   /** Floating-point operations counted for the prefill (see {@link prefillFlops}). */
   prefillFlops: number;
   prefillGflops: number;
-  /** prefillGflops as a percentage of the reference matmul rate. */
+  /** The reference matmul rate: the mean of `matmulBeforeAfter`. */
+  matmulGflops: number;
+  /** The reference matmul rate measured just before and just after this length's prefill. */
+  matmulBeforeAfter: [number, number];
+  /** prefillGflops as a percentage of matmulGflops. */
   percentOfMatmul: number;
   prefillBreakdown: Breakdown;
   decodeTokens: number;
@@ -84,7 +88,8 @@ export interface BenchReport {
   threads: number;
   seed: number;
   loadSeconds: number;
-  matmul: MatmulRate & { what: string };
+  /** The reference matmul x [m, k] · Wᵀ, W [n, k]; `gflops` lists every rate measured, in order. */
+  matmul: { m: number; k: number; n: number; what: string; threads: number; repeats: number; gflops: number[] };
   results: LengthResult[];
   machine: { cpu: string; cores: number; totalMemoryBytes: number; node: string; platform: string };
   date: string;
@@ -200,8 +205,11 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
     }
     const parameters = countParameters(c);
     const proj = largestProjection(c);
-    progress(`matmul rate: [${MATMUL_ROWS}, ${proj.k}] x [${proj.n}, ${proj.k}]^T (${proj.what})`);
-    const matmul = { ...(await measureMatmul(MATMUL_ROWS, proj.k, proj.n, model.threads, MATMUL_REPEATS)), what: proj.what };
+    const measure = async (when: string): Promise<MatmulRate> => {
+      progress(`matmul rate ${when}: [${MATMUL_ROWS}, ${proj.k}] x [${proj.n}, ${proj.k}]^T (${proj.what})`);
+      return measureMatmul(MATMUL_ROWS, proj.k, proj.n, model.threads, MATMUL_REPEATS);
+    };
+    const matmulRuns: number[] = [];
 
     const smallest = Math.min(...lengths);
     progress(`warm-up: prefill ${smallest} tokens`);
@@ -219,6 +227,9 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
       for (const n of lengths) {
         (globalThis as { gc?: () => void }).gc?.();
         const ids = randomPrompt(n, c.vocabSize, seed);
+        // The reference rate brackets each prefill (measured just before and just after it): on a shared machine
+        // the rate drifts, and the mean of the two is the best estimate of what ONNX Runtime reached meanwhile.
+        const before = await measure(`before ${n} tokens`);
         progress(`${n} tokens: prefill`);
         timer.take();
         const start = performance.now();
@@ -227,6 +238,9 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
         const afterPrefill = performance.now();
         let token = argmax(pre.logits);
         const firstToken = performance.now();
+        const after = await measure(`after ${n} tokens`);
+        const rate = (before.gflops + after.gflops) / 2;
+        matmulRuns.push(before.gflops, after.gflops);
         const prefillSeconds = (afterPrefill - start) / 1000;
         const ttftSeconds = (firstToken - start) / 1000;
 
@@ -249,7 +263,9 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
           prefillTokensPerSecond: n / prefillSeconds,
           prefillFlops: flops,
           prefillGflops: gflops,
-          percentOfMatmul: (100 * gflops) / matmul.gflops,
+          matmulGflops: rate,
+          matmulBeforeAfter: [before.gflops, after.gflops],
+          percentOfMatmul: (100 * gflops) / rate,
           prefillBreakdown: { ...seconds, other: Math.max(0, prefillSeconds - inGraphs) },
           decodeTokens,
           decodeSeconds,
@@ -267,6 +283,7 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
       timer.restore();
     }
 
+    const matmul = { m: MATMUL_ROWS, k: proj.k, n: proj.n, what: proj.what, threads: model.threads, repeats: MATMUL_REPEATS, gflops: matmulRuns };
     return {
       label: options.label ?? model.config.architecture,
       model: model.dir,
@@ -314,23 +331,24 @@ export function formatReport(r: BenchReport): string {
     `          ${r.model}`,
     `params    ${(r.parameters.total / 1e6).toFixed(1)}M (${(r.parameters.nonEmbedding / 1e6).toFixed(1)}M non-embedding); f32 weights ${(r.weightBytes / MiB).toFixed(0)} MiB; loaded in ${r.loadSeconds.toFixed(1)} s`,
     `machine   ${r.machine.cpu}, ${r.machine.cores} cores; ${r.threads} ORT threads; ${r.machine.node}`,
-    `matmul    [${r.matmul.m}, ${r.matmul.k}] x [${r.matmul.n}, ${r.matmul.k}]^T (${r.matmul.what}, Gemm transB): ${r.matmul.gflops.toFixed(1)} GFLOP/s (median of ${r.matmul.repeats})`,
+    `matmul    [${r.matmul.m}, ${r.matmul.k}] x [${r.matmul.n}, ${r.matmul.k}]^T (${r.matmul.what}, Gemm transB), median of ${r.matmul.repeats}, measured before and after each prefill`,
     '',
   ];
   const rows: string[][] = [[
-    'tokens', 'TTFT s', 'prefill tok/s', 'GFLOP/s', '% matmul', 'attn s', 'mlp s', 'other s',
+    'tokens', 'TTFT s', 'prefill tok/s', 'GFLOP/s', 'matmul before/after', '% matmul', 'attn s', 'mlp s', 'other s',
     'decode tok/s', 'KV MiB', 'RSS MiB', 'peak RSS MiB',
   ]];
   for (const x of r.results) {
     rows.push([
       String(x.tokens), fmt(x.ttftSeconds, 2), fmt(x.prefillTokensPerSecond, 0), fmt(x.prefillGflops, 1),
-      `${fmt(x.percentOfMatmul, 0)}%`, fmt(x.prefillBreakdown.attention, 2), fmt(x.prefillBreakdown.mlp, 2),
+      `${fmt(x.matmulBeforeAfter[0], 0)}/${fmt(x.matmulBeforeAfter[1], 0)}`, `${fmt(x.percentOfMatmul, 0)}%`, fmt(x.prefillBreakdown.attention, 2), fmt(x.prefillBreakdown.mlp, 2),
       fmt(x.prefillBreakdown.other + x.prefillBreakdown.head, 2), x.decodeTokens > 0 ? fmt(x.decodeTokensPerSecond, 2) : '-',
       fmt(x.kvBytes / MiB, 1), fmt(x.rssBytes / MiB, 0), fmt(x.peakRssBytes / MiB, 0),
     ]);
   }
   lines.push(alignTable(rows));
   lines.push('', 'GFLOP/s counts 2 x non-embedding params x tokens + 2 x tokens^2 x headDim x heads per layer (causal attention).',
+    '% matmul: prefill GFLOP/s over the mean of the matmul rates measured just before and after that prefill.',
     'attn s / mlp s: time in the attention graph (norm, QKV, RoPE, GQA, o_proj) and the MLP graph; other: head + JS work.');
   return `${lines.join('\n')}\n`;
 }
