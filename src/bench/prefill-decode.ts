@@ -124,7 +124,7 @@ export function largestProjection(c: ModelConfig): { what: string; n: number; k:
 /** Seeded prompt of `n` token ids in [0, vocab). */
 export function randomPrompt(n: number, vocab: number, seed: number): Int32Array {
   const ids = new Int32Array(n);
-  let s = (seed ^ 0x5bd1e995) >>> 0;
+  let s = ((seed >>> 0) ^ Math.imul(Math.floor(seed / 2 ** 32) >>> 0, 0x85ebca6b) ^ 0x5bd1e995) >>> 0;
   for (let i = 0; i < n; i++) {
     s = (s + 0x9e3779b9) >>> 0;
     let z = s;
@@ -214,7 +214,7 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
     const smallest = Math.min(...lengths);
     progress(`warm-up: prefill ${smallest} tokens`);
     {
-      const ids = randomPrompt(smallest, c.vocabSize, seed + 1_000_003);
+      const ids = randomPrompt(smallest, c.vocabSize, (seed % 2 ** 32) + 1_000_003);
       const r = await prefill(model, ids, { decodeCapacity: 2 });
       const { invFreq } = ropeFrequencies(c, smallest + 2);
       let token = argmax(r.logits);
@@ -234,8 +234,8 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
         timer.take();
         const start = performance.now();
         const pre = await prefill(model, ids, { decodeCapacity: decodeTokens });
-        const seconds = timer.take();
         const afterPrefill = performance.now();
+        const seconds = timer.take();
         let token = argmax(pre.logits);
         const firstToken = performance.now();
         const after = await measure(`after ${n} tokens`);

@@ -14,7 +14,7 @@ import { METHODS, resolvePolicy, specsFor, type CompressionSpec } from '../compr
 import { fidelityWindows, runFidelity } from '../eval/fidelity.js';
 import { loadHaystack } from '../eval/haystack.js';
 import { heatmapSvg } from '../eval/heatmap.js';
-import { DEFAULT_DEPTHS, NIAH_PRESETS, niahCases, runNiah, type MethodColumn } from '../eval/niah.js';
+import { DEFAULT_DEPTHS, NIAH_PRESETS, minimumNiahLength, niahCases, runNiah, type MethodColumn, type NiahOptions } from '../eval/niah.js';
 import { MAGIC_NUMBER_TASKS, RULER_TASKS, runRuler, type RulerFormat, type RulerTask } from '../eval/ruler.js';
 import { ProgressBar, formatTable, writeJson } from '../eval/report.js';
 import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
@@ -229,7 +229,7 @@ async function niahCommand(argv: string[]): Promise<void> {
   if (values.help) { process.stdout.write(NIAH_HELP); return; }
   const columns = methodColumns(values);
   const depths = numberList(values, 'depths', { min: 0, max: 100 });
-  let lengths = numberList(values, 'lengths', { integer: true, min: 1 });
+  const lengths = numberList(values, 'lengths', { integer: true, min: 1 });
   const samples = numberFlag(values, 'samples', { integer: true, min: 1 });
   const maxTokens = numberFlag(values, 'max-tokens', { integer: true, min: 1 });
   const maxContextFlag = numberFlag(values, 'max-context', { integer: true, min: 1 });
@@ -240,17 +240,17 @@ async function niahCommand(argv: string[]): Promise<void> {
   try {
     checkColumns(columns, model);
     const maxContext = maxContextFlag ?? model.config.maxPositionEmbeddings;
-    lengths ??= defaultLengths(Math.min(maxContext, 128_000));
-    for (const l of lengths) {
+    for (const l of lengths ?? []) {
       if (l > maxContext) throw new RequestError(`--lengths: ${l} is more than the limit of ${maxContext} (max_position_embeddings; raise it with --max-context at your own risk)`);
     }
-    const options = {
-      haystack, lengths, depths, samples, seed, maxTokens, chat: values.chat === true,
+    const base = {
+      haystack, depths, samples, seed, maxTokens, chat: values.chat === true,
       preset: values.preset as string | undefined, needle: values.needle as string | undefined,
       question: values.question as string | undefined, answer: values.answer as string | undefined,
       template: values.template as string | undefined,
       questionAfter: values['question-after'] === true, maxContext,
     };
+    const options = { ...base, lengths: lengths ?? defaultNiahLengths(model, base, maxContext) };
     const cases = niahCases(model.tokenizer, options);
     const bar = new ProgressBar('niah', cases.length * columns.length);
     const result = await runNiah(model, columns, options, (note) => bar.tick(note), cases);
@@ -284,8 +284,18 @@ async function niahCommand(argv: string[]): Promise<void> {
   }
 }
 
-function defaultLengths(max: number): number[] {
-  return [...new Set(Array.from({ length: 8 }, (_, i) => Math.round((max * (i + 1)) / 8)))];
+/**
+ * 8 lengths evenly spaced up to the model's limit (at most 128k, the reference's longest), less those too short
+ * to hold much haystack besides the template and needle.
+ */
+function defaultNiahLengths(model: Model, options: Omit<NiahOptions, 'lengths'>, maxContext: number): number[] {
+  const max = Math.min(maxContext, 128_000);
+  const floor = 2 * minimumNiahLength(model.tokenizer, options);
+  const lengths = [...new Set(Array.from({ length: 8 }, (_, i) => Math.round((max * (i + 1)) / 8)))].filter((l) => l >= floor);
+  if (lengths.length === 0) {
+    throw new RequestError(`${maxContext} positions are too few for this prompt (${floor / 2} tokens without any haystack); give --lengths`);
+  }
+  return lengths;
 }
 
 function meanOf(xs: readonly number[]): number {

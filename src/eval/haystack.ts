@@ -166,8 +166,8 @@ export function haystackTokens(tokenizer: Tokenizer, haystack: Haystack, minToke
     perTokenizer.set(haystack.text, ids);
   }
   if (ids.length >= minTokens) return ids;
-  const out: number[] = [];
-  while (out.length < minTokens) out.push(...ids);
+  const out: number[] = new Array(Math.ceil(minTokens / ids.length) * ids.length);
+  for (let i = 0; i < out.length; i++) out[i] = ids[i % ids.length];
   return out;
 }
 

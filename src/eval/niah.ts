@@ -163,8 +163,9 @@ export function niahCases(tokenizer: Tokenizer, options: NiahOptions): NiahCase[
         const vars = { name: rng.pick(MAGIC_NAMES), number: String(rng.int(10000, 99999)) };
         const needle = fill(o.needle, vars);
         const question = fill(o.question, vars);
-        const before = head.replaceAll('{question}', question);
-        const after = tail.replace('{question}', question);
+        // (A function, so that '$' in the question is not read as a replacement pattern.)
+        const before = head.replaceAll('{question}', () => question);
+        const after = tail.replaceAll('{question}', () => question);
         // Samples after the first start at a different place in the haystack.
         const offset = sample === 0 ? 0 : rng.int(0, 50_000);
         const target = length - o.maxTokens;
@@ -199,6 +200,16 @@ export function niahCases(tokenizer: Tokenizer, options: NiahOptions): NiahCase[
     }
   }
   return cases;
+}
+
+/** Tokens a NIAH prompt needs without any haystack (template, question, needle) plus the answer budget. */
+export function minimumNiahLength(tokenizer: Tokenizer, options: Omit<NiahOptions, 'lengths'>): number {
+  const o = resolveNiahOptions({ ...options, lengths: [] });
+  const vars = { name: MAGIC_NAMES[0], number: '12345' };
+  const [head, tail] = o.template.split('{context}', 2);
+  const question = fill(o.question, vars);
+  const parts = { before: head, context: fill(o.needle, vars), after: tail.replaceAll('{question}', () => question) };
+  return buildPrompt(tokenizer, parts, { chat: options.chat }).ids.length + o.maxTokens;
 }
 
 /** Finds the needle's tokens in the re-encoded prompt (its first and last tokens may merge with neighbours). */

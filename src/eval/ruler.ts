@@ -148,8 +148,8 @@ function essayWords(haystack: Haystack, cache: Map<Haystack, string[]>, n: numbe
   let words = cache.get(haystack);
   if (!words) { words = haystack.text.split(/\s+/).filter((w) => w !== ''); cache.set(haystack, words); }
   if (words.length >= n) return words.slice(0, n);
-  const out: string[] = [];
-  while (out.length < n) out.push(...words.slice(0, n - out.length));
+  const out: string[] = new Array(n);
+  for (let i = 0; i < n; i++) out[i] = words[i % words.length];
   return out;
 }
 
