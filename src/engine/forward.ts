@@ -7,11 +7,11 @@
 import { RequestError } from '../errors.js';
 import { ropeFrequencies } from '../model/config.js';
 import { fullPolicy, type CompressionPolicy, type LayerDecision } from '../compress/policy.js';
-import { ATTN, HEAD, MLP } from '../graph/decoder-layer.js';
+import { ATTN, DECODE, HEAD, MLP } from '../graph/decoder-layer.js';
 import { createScorer } from '../compress/scoring.js';
 import { KvCache } from './kv-cache.js';
 import type { Model } from './model.js';
-import { dataF32, f32, i32, i64 } from './ort.js';
+import { dataF32, f32, i64 } from './ort.js';
 
 /** Rows per MLP run: the MLP is token-wise, and chunks bound its [rows, 2·intermediate] activations. */
 const MLP_CHUNK_ROWS = 2048;
@@ -113,7 +113,6 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
   checkPositions(positionIds, N);
   const { invFreq } = ropeFrequencies(c, positionIds[N - 1] + 1 + (options.decodeCapacity ?? 0));
   const invFreqTensor = f32(invFreq, [c.headDim / 2]);
-  const emptyPast = f32(new Float32Array(0), [1, c.numKvHeads, 0, c.headDim]);
   const run = policy.begin(c, N);
   const cache = new KvCache(c);
   const layers: LayerStats[] = [];
@@ -129,10 +128,6 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
       [ATTN.hidden]: f32(hidden, [n, c.hiddenSize]),
       [ATTN.positionIds]: i64(BigInt64Array.from(positionIds, (p) => BigInt(p)), [n]),
       [ATTN.invFreq]: invFreqTensor,
-      [ATTN.pastKey]: emptyPast,
-      [ATTN.pastValue]: emptyPast,
-      [ATTN.seqlensK]: i32(Int32Array.of(n - 1), [1]),
-      [ATTN.totalLength]: i32(Int32Array.of(n), []),
       [ATTN.windowStart]: i64(BigInt64Array.of(BigInt(n - w)), [1]),
     });
     const keys = dataF32(attn[ATTN.presentKey]);
@@ -182,26 +177,25 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
 export async function decodeStep(model: Model, cache: KvCache, token: number, positionId: number, invFreq: Float32Array): Promise<Float32Array> {
   const c = model.config;
   const invFreqTensor = f32(invFreq, [c.headDim / 2]);
+  const positionTensor = i64(BigInt64Array.of(BigInt(positionId)), [1]);
   let hidden = embed(model, Int32Array.of(token));
   for (let l = 0; l < c.numLayers; l++) {
     const layerCache = cache.layer(l);
     if (layerCache.length >= layerCache.capacity) {
       throw new RequestError(`layer ${l}'s KV cache is full (${layerCache.capacity} entries); raise the decode capacity`);
     }
-    // The new key and value are written in place at slot `length` of the cache buffers.
-    const attn = await model.sessions.attention.run({
-      ...model.attentionWeights[l],
-      [ATTN.hidden]: f32(hidden, [1, c.hiddenSize]),
-      [ATTN.positionIds]: i64(BigInt64Array.of(BigInt(positionId)), [1]),
-      [ATTN.invFreq]: invFreqTensor,
-      [ATTN.pastKey]: layerCache.keyTensor,
-      [ATTN.pastValue]: layerCache.valueTensor,
-      [ATTN.seqlensK]: i32(Int32Array.of(layerCache.length), [1]),
-      [ATTN.totalLength]: i32(Int32Array.of(layerCache.length + 1), []),
-      [ATTN.windowStart]: i64(BigInt64Array.of(0n), [1]),
-    }, { [ATTN.presentKey]: layerCache.keyTensor, [ATTN.presentValue]: layerCache.valueTensor });
-    layerCache.appended(positionId);
-    hidden = await runMlp(model, l, dataF32(attn[ATTN.hiddenOut]), 1);
+    if (c.slidingWindow !== null) layerCache.expireBefore(positionId, c.slidingWindow);
+    const out = await model.sessions.decode.run({
+      ...model.decodeWeights[l],
+      [DECODE.hidden]: f32(hidden, [1, c.hiddenSize]),
+      [DECODE.positionIds]: positionTensor,
+      [DECODE.invFreq]: invFreqTensor,
+      [DECODE.cacheKeys]: layerCache.keyTensor,
+      [DECODE.cacheValues]: layerCache.valueTensor,
+      [DECODE.cacheMask]: layerCache.maskTensor,
+    });
+    layerCache.append(dataF32(out[DECODE.newKey]), dataF32(out[DECODE.newValue]), positionId);
+    hidden = dataF32(out[DECODE.hiddenOut]);
   }
   return runHead(model, hidden, 1);
 }

@@ -1,8 +1,8 @@
 /**
  * The KV cache: per layer, per KV head (never repeated to query heads), each entry with its original position.
- * Layout per layer: keys and values [1, numKvHeads, capacity, headDim] f32, the layout ONNX Runtime's
- * GroupQueryAttention reads as its past and writes in place as its present during decoding, so appending a
- * token copies nothing. Every head of a layer holds the same number of entries (`length`).
+ * Layout per layer: keys and values [numKvHeads, capacity, headDim] f32, read in place by the decode graph, with
+ * a mask [numKvHeads, capacity] (0 for a live slot, −inf for an empty or expired one). A decode step writes
+ * one new slot per head; nothing else is copied. Every head of a layer holds the same number of entries.
  * @module
  */
 import type { ModelConfig } from '../model/config.js';
@@ -12,8 +12,12 @@ export class LayerCache {
   readonly keys: Float32Array;       // [numKvHeads, capacity, headDim]
   readonly values: Float32Array;     // [numKvHeads, capacity, headDim]
   readonly positions: Int32Array;    // [numKvHeads, capacity]: original position id of each slot
-  readonly keyTensor: OrtTensor;     // views of keys/values for ONNX Runtime, made once
+  readonly mask: Float32Array;       // [numKvHeads, capacity]: 0 live, −inf empty or outside a sliding window
+  readonly keyTensor: OrtTensor;     // views for ONNX Runtime, made once
   readonly valueTensor: OrtTensor;
+  readonly maskTensor: OrtTensor;
+  /** Per head: slots before this one have left the sliding window (masked). */
+  private readonly expired: Int32Array;
   /** Entries filled per head: slots 0..length-1. */
   length = 0;
 
@@ -21,8 +25,11 @@ export class LayerCache {
     this.keys = new Float32Array(numKvHeads * capacity * headDim);
     this.values = new Float32Array(numKvHeads * capacity * headDim);
     this.positions = new Int32Array(numKvHeads * capacity);
-    this.keyTensor = f32(this.keys, [1, numKvHeads, capacity, headDim]);
-    this.valueTensor = f32(this.values, [1, numKvHeads, capacity, headDim]);
+    this.mask = new Float32Array(numKvHeads * capacity).fill(-Infinity);
+    this.expired = new Int32Array(numKvHeads);
+    this.keyTensor = f32(this.keys, [numKvHeads, capacity, headDim]);
+    this.valueTensor = f32(this.values, [numKvHeads, capacity, headDim]);
+    this.maskTensor = f32(this.mask, [numKvHeads, 1, capacity]);
   }
 
   /**
@@ -53,12 +60,34 @@ export class LayerCache {
       }
     }
     this.length = kept;
+    for (let h = 0; h < this.numKvHeads; h++) this.mask.fill(0, h * this.capacity, h * this.capacity + kept);
   }
 
-  /** Records the position of the entry the decode step just wrote at slot `length`, and counts it. */
-  appended(positionId: number): void {
-    for (let h = 0; h < this.numKvHeads; h++) this.positions[h * this.capacity + this.length] = positionId;
+  /** Writes a decode step's key and value ([numKvHeads, headDim] each) at slot `length` of every head. */
+  append(key: Float32Array, value: Float32Array, positionId: number): void {
+    const d = this.headDim;
+    if (this.length >= this.capacity) throw new RangeError(`cache capacity ${this.capacity} exceeded`);
+    for (let h = 0; h < this.numKvHeads; h++) {
+      const slot = h * this.capacity + this.length;
+      this.keys.set(key.subarray(h * d, (h + 1) * d), slot * d);
+      this.values.set(value.subarray(h * d, (h + 1) * d), slot * d);
+      this.positions[slot] = positionId;
+      this.mask[slot] = 0;
+    }
     this.length++;
+  }
+
+  /**
+   * Sliding-window attention (Mistral): a query at `positionId` sees keys at positions > positionId − window.
+   * Slots hold ascending positions per head, so expiring is a pointer moving forward.
+   */
+  expireBefore(positionId: number, window: number): void {
+    for (let h = 0; h < this.numKvHeads; h++) {
+      const base = h * this.capacity;
+      while (this.expired[h] < this.length && this.positions[base + this.expired[h]] <= positionId - window) {
+        this.mask[base + this.expired[h]++] = -Infinity;
+      }
+    }
   }
 
   /** Bytes of the entries held (keys and values, f32). */

@@ -9,7 +9,7 @@ import { ModelLoadError } from '../errors.js';
 import { loadConfig, ropeFrequencies, type ModelConfig } from '../model/config.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { loadWeights, type ModelWeights } from '../model/weights.js';
-import { ATTN, HEAD, MLP, buildAttentionGraph, buildHeadGraph, buildMlpGraph } from '../graph/decoder-layer.js';
+import { ATTN, HEAD, MLP, buildAttentionGraph, buildDecodeGraph, buildHeadGraph, buildMlpGraph } from '../graph/decoder-layer.js';
 import { Session, defaultThreads, f32, type Feeds } from './ort.js';
 
 export interface LoadProgress {
@@ -35,11 +35,13 @@ export class Model {
     readonly weights: ModelWeights,
     private readonly tokenizerOrNull: Tokenizer | null,
     readonly threads: number,
-    readonly sessions: { readonly attention: Session; readonly mlp: Session; readonly head: Session },
+    readonly sessions: { readonly attention: Session; readonly mlp: Session; readonly decode: Session; readonly head: Session },
     /** Per layer: the attention graph's weight inputs, wrapped once. */
     readonly attentionWeights: readonly Feeds[],
     /** Per layer: the MLP graph's weight inputs. */
     readonly mlpWeights: readonly Feeds[],
+    /** Per layer: the decode graph's weight inputs (attention and MLP). */
+    readonly decodeWeights: readonly Feeds[],
     readonly headWeights: Feeds,
   ) {}
 
@@ -53,11 +55,12 @@ export class Model {
     const tokenizer = options.withoutTokenizer ? null : await Tokenizer.load(dir);
     const weights = loadWeights(dir, config, (done, total) => progress({ stage: 'weights', done, total }));
     const threads = options.threads ?? defaultThreads();
-    progress({ stage: 'graphs', done: 0, total: 3 });
+    progress({ stage: 'graphs', done: 0, total: 4 });
     const { attentionScaling } = ropeFrequencies(config, config.maxPositionEmbeddings);
-    const [attention, mlp, head] = await Promise.all([
+    const [attention, mlp, decode, head] = await Promise.all([
       Session.create('attention', buildAttentionGraph(config, attentionScaling), threads),
       Session.create('mlp', buildMlpGraph(config), threads),
+      Session.create('decode', buildDecodeGraph(config, attentionScaling), threads),
       Session.create('head', buildHeadGraph(config), threads),
     ]);
     const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: d, intermediateSize: I } = config;
@@ -85,8 +88,9 @@ export class Model {
       [HEAD.lmHead]: f32(weights.lmHead, [config.vocabSize, D]),
     };
     progress({ stage: 'ready', done: 1, total: 1 });
-    return new Model(path.resolve(dir), config, weights, tokenizer, threads, { attention, mlp, head },
-      attentionWeights, mlpWeights, headWeights);
+    const decodeWeights = attentionWeights.map((feeds, l) => ({ ...feeds, ...mlpWeights[l] }));
+    return new Model(path.resolve(dir), config, weights, tokenizer, threads, { attention, mlp, decode, head },
+      attentionWeights, mlpWeights, decodeWeights, headWeights);
   }
 
   /**

@@ -19,15 +19,11 @@ export const ATTN = {
   hidden: 'hidden',               // [n, hidden] f32: the layer's input rows
   positionIds: 'position_ids',    // [n] i64: original positions of those rows
   invFreq: 'inv_freq',            // [headDim/2] f32
-  pastKey: 'past_key',            // [1, numKvHeads, capacity, headDim] f32: the cache (capacity 0 in prefill)
-  pastValue: 'past_value',
-  seqlensK: 'seqlens_k',          // [1] i32: cache entries after this step, minus one
-  totalLength: 'total_length',    // [] i32: cache entries after this step
   windowStart: 'window_start',    // [1] i64: first row whose query is returned
   inputNorm: 'w_input_norm', qkv: 'w_qkv', qkvBias: 'b_qkv', qNorm: 'w_q_norm', kNorm: 'w_k_norm', o: 'w_o',
   // outputs
   hiddenOut: 'hidden_out',        // [n, hidden]: input + attention output
-  presentKey: 'present_key',      // [1, numKvHeads, total, headDim]: RoPE applied
+  presentKey: 'present_key',      // [1, numKvHeads, n, headDim]: RoPE applied
   presentValue: 'present_value',
   windowQueries: 'window_queries',// [n - windowStart, numHeads·headDim]: RoPE applied
 } as const;
@@ -37,30 +33,39 @@ export const MLP = {
   hiddenOut: 'hidden_out',        // [n, hidden]
 } as const;
 
+/** Input and output names of the decode graph: a whole layer for one token against its cache. */
+export const DECODE = {
+  hidden: 'hidden',               // [1, hidden]
+  positionIds: 'position_ids',    // [1] i64
+  invFreq: 'inv_freq',            // [headDim/2]
+  cacheKeys: 'cache_keys',        // [numKvHeads, capacity, headDim]: RoPE applied; slots past the mask are ignored
+  cacheValues: 'cache_values',    // [numKvHeads, capacity, headDim]
+  cacheMask: 'cache_mask',        // [numKvHeads, 1, capacity]: 0 for a live slot, −inf for an empty one
+  // weights: those of ATTN and MLP
+  hiddenOut: 'hidden_out',        // [1, hidden]
+  newKey: 'new_key',              // [numKvHeads, headDim]: this token's key (RoPE applied), for the cache
+  newValue: 'new_value',          // [numKvHeads, headDim]
+} as const;
+
 export const HEAD = {
   hidden: 'hidden', finalNorm: 'w_final_norm', lmHead: 'w_lm_head',
   logits: 'logits',               // [n, vocab]
 } as const;
 
-export function buildAttentionGraph(c: ModelConfig, attentionScaling: number): Uint8Array {
-  const g = new GraphBuilder('attention');
+
+/**
+ * Input norm → fused QKV (+ bias) → Qwen3's per-head q/k norm → RoPE at `positionIds`. Declares the weight
+ * inputs it reads. Returns q [n, H·d] and k [n, Hkv·d] with RoPE applied, and v [n, Hkv·d].
+ */
+function projectQkv(g: GraphBuilder, c: ModelConfig, hidden: string, positionIds: string, invFreq: string, attentionScaling: number) {
   const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: d } = c;
   const qSize = H * d;
   const kvSize = Hkv * d;
-  const hidden = g.input(ATTN.hidden, 'float', ['n', D]);
-  const positionIds = g.input(ATTN.positionIds, 'int64', ['n']);
-  const invFreq = g.input(ATTN.invFreq, 'float', [d / 2]);
-  const pastKey = g.input(ATTN.pastKey, 'float', [1, Hkv, 'past', d]);
-  const pastValue = g.input(ATTN.pastValue, 'float', [1, Hkv, 'past', d]);
-  const seqlensK = g.input(ATTN.seqlensK, 'int32', [1]);
-  const totalLength = g.input(ATTN.totalLength, 'int32', []);
-  const windowStart = g.input(ATTN.windowStart, 'int64', [1]);
   const wNorm = g.input(ATTN.inputNorm, 'float', [D]);
   const wQkv = g.input(ATTN.qkv, 'float', [qSize + 2 * kvSize, D]);
   const bQkv = c.qkvBias ? g.input(ATTN.qkvBias, 'float', [qSize + 2 * kvSize]) : undefined;
   const wQNorm = c.qkNorm ? g.input(ATTN.qNorm, 'float', [d]) : undefined;
   const wKNorm = c.qkNorm ? g.input(ATTN.kNorm, 'float', [d]) : undefined;
-  const wO = g.input(ATTN.o, 'float', [D, qSize]);
 
   const normed = rmsNorm(g, hidden, wNorm, c.rmsNormEps);
   const [q, k, v] = g.opN('Split', [linear(g, normed, wQkv, bQkv), g.int64([qSize, kvSize, kvSize])], 3, { axis: -1 });
@@ -73,16 +78,45 @@ export function buildAttentionGraph(c: ModelConfig, attentionScaling: number): U
   const qRot = g.op('Reshape', [applyRope(g, qIn, H, d, cos, sin), g.int64([0, qSize])]);  // [n, H·d]
   const kRot = g.op('Reshape', [applyRope(g, kIn, Hkv, d, cos, sin), g.int64([0, kvSize])]);
 
+  return { qRot, kRot, v };
+}
+
+/** Post-attention norm → SwiGLU → residual. Declares the weight inputs it reads. */
+function mlpBlock(g: GraphBuilder, c: ModelConfig, hidden: string): string {
+  const D = c.hiddenSize;
+  const wNorm = g.input(MLP.postNorm, 'float', [D]);
+  const wGateUp = g.input(MLP.gateUp, 'float', [2 * c.intermediateSize, D]);
+  const wDown = g.input(MLP.down, 'float', [D, c.intermediateSize]);
+  return g.op('Add', [hidden, swiGlu(g, rmsNorm(g, hidden, wNorm, c.rmsNormEps), wGateUp, wDown, c.intermediateSize)]);
+}
+
+export function buildAttentionGraph(c: ModelConfig, attentionScaling: number): Uint8Array {
+  const g = new GraphBuilder('attention');
+  const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: d } = c;
+  const qSize = H * d;
+  const kvSize = Hkv * d;
+  const hidden = g.input(ATTN.hidden, 'float', ['n', D]);
+  const positionIds = g.input(ATTN.positionIds, 'int64', ['n']);
+  const invFreq = g.input(ATTN.invFreq, 'float', [d / 2]);
+  const windowStart = g.input(ATTN.windowStart, 'int64', [1]);
+  const wO = g.input(ATTN.o, 'float', [D, qSize]);
+
+  const { qRot, kRot, v } = projectQkv(g, c, hidden, positionIds, invFreq, attentionScaling);
+
   // GroupQueryAttention wants [batch, n, heads·d]; causal in row order, which is position order (rows ascend).
+  // No past: the "present" outputs are this layer's keys and values, [1, Hkv, n, d].
   const batched = (x: string) => g.op('Unsqueeze', [x, g.int64([0])]);
+  const n = g.op('Cast', [g.op('Shape', [hidden], { start: 0, end: 1 })], { to: 6 /* INT32 */ }); // [1]
+  const seqlensK = g.op('Sub', [n, g.op('Cast', [g.int64([1])], { to: 6 })]);              // [1]: n − 1
+  const totalLength = g.op('Squeeze', [n, g.int64([0])]);
   const [attn, presentKey, presentValue] = g.msOpN('GroupQueryAttention',
-    [batched(qRot), batched(kRot), batched(v), pastKey, pastValue, seqlensK, totalLength], 3,
+    [batched(qRot), batched(kRot), batched(v), '', '', seqlensK, totalLength], 3,
     { num_heads: H, kv_num_heads: Hkv, scale: { float: 1 / Math.sqrt(d) }, local_window_size: c.slidingWindow ?? -1 });
   const attnOut = linear(g, g.op('Squeeze', [attn, g.int64([0])]), wO);
 
   g.output(g.op('Add', [hidden, attnOut]), ATTN.hiddenOut, 'float', ['n', D]);
-  g.output(presentKey, ATTN.presentKey, 'float', [1, Hkv, 'total', d]);
-  g.output(presentValue, ATTN.presentValue, 'float', [1, Hkv, 'total', d]);
+  g.output(presentKey, ATTN.presentKey, 'float', [1, Hkv, 'n', d]);
+  g.output(presentValue, ATTN.presentValue, 'float', [1, Hkv, 'n', d]);
   const windowQueries = g.op('Slice', [qRot, windowStart, g.int64([Number.MAX_SAFE_INTEGER]), g.int64([0])]);
   g.output(windowQueries, ATTN.windowQueries, 'float', ['w', qSize]);
   return g.build();
@@ -92,11 +126,7 @@ export function buildMlpGraph(c: ModelConfig): Uint8Array {
   const g = new GraphBuilder('mlp');
   const D = c.hiddenSize;
   const hidden = g.input(MLP.hidden, 'float', ['n', D]);
-  const wNorm = g.input(MLP.postNorm, 'float', [D]);
-  const wGateUp = g.input(MLP.gateUp, 'float', [2 * c.intermediateSize, D]);
-  const wDown = g.input(MLP.down, 'float', [D, c.intermediateSize]);
-  const mlp = swiGlu(g, rmsNorm(g, hidden, wNorm, c.rmsNormEps), wGateUp, wDown, c.intermediateSize);
-  g.output(g.op('Add', [hidden, mlp]), MLP.hiddenOut, 'float', ['n', D]);
+  g.output(mlpBlock(g, c, hidden), MLP.hiddenOut, 'float', ['n', D]);
   return g.build();
 }
 
@@ -107,5 +137,43 @@ export function buildHeadGraph(c: ModelConfig): Uint8Array {
   const wNorm = g.input(HEAD.finalNorm, 'float', [D]);
   const wLm = g.input(HEAD.lmHead, 'float', [c.vocabSize, D]);
   g.output(linear(g, rmsNorm(g, hidden, wNorm, c.rmsNormEps), wLm), HEAD.logits, 'float', ['n', c.vocabSize]);
+  return g.build();
+}
+
+/**
+ * One decode step of a whole layer. Attention reads the cache in place ([Hkv, capacity, headDim], never
+ * repeated to query heads, never copied) with a mask over its slots, plus the new token's own key and value;
+ * the new key and value come back for the engine to write into the cache. Masked slots make room for growth
+ * and for per-head lengths.
+ */
+export function buildDecodeGraph(c: ModelConfig, attentionScaling: number): Uint8Array {
+  const g = new GraphBuilder('decode');
+  const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: d } = c;
+  const G = H / Hkv;
+  const hidden = g.input(DECODE.hidden, 'float', [1, D]);
+  const positionIds = g.input(DECODE.positionIds, 'int64', [1]);
+  const invFreq = g.input(DECODE.invFreq, 'float', [d / 2]);
+  const cacheKeys = g.input(DECODE.cacheKeys, 'float', [Hkv, 'capacity', d]);
+  const cacheValues = g.input(DECODE.cacheValues, 'float', [Hkv, 'capacity', d]);
+  const cacheMask = g.input(DECODE.cacheMask, 'float', [Hkv, 1, 'capacity']);
+  const wO = g.input(ATTN.o, 'float', [D, H * d]);
+
+  const { qRot, kRot, v } = projectQkv(g, c, hidden, positionIds, invFreq, attentionScaling);
+  const scale = 1 / Math.sqrt(d);
+  const q = g.op('Reshape', [qRot, g.int64([Hkv, G, d])]);             // query heads grouped by KV head
+  const kNew = g.op('Reshape', [kRot, g.int64([Hkv, 1, d])]);
+  const vNew = g.op('Reshape', [v, g.int64([Hkv, 1, d])]);
+  const past = g.op('Add', [g.msOpN('FusedMatMul', [q, cacheKeys], 1, { transB: 1, alpha: { float: scale } })[0], cacheMask]); // [Hkv, G, cap]
+  const own = g.msOpN('FusedMatMul', [q, kNew], 1, { transB: 1, alpha: { float: scale } })[0];                                  // [Hkv, G, 1]
+  const probs = g.op('Softmax', [g.op('Concat', [past, own], { axis: 2 })], { axis: 2 });
+  const big = Number.MAX_SAFE_INTEGER;
+  const pPast = g.op('Slice', [probs, g.int64([0]), g.int64([-1]), g.int64([2])]);
+  const pOwn = g.op('Slice', [probs, g.int64([-1]), g.int64([big]), g.int64([2])]);
+  const attn = g.op('Add', [g.op('MatMul', [pPast, cacheValues]), g.op('MatMul', [pOwn, vNew])]);    // [Hkv, G, d]
+  const afterAttn = g.op('Add', [hidden, linear(g, g.op('Reshape', [attn, g.int64([1, H * d])]), wO)]);
+
+  g.output(mlpBlock(g, c, afterAttn), DECODE.hiddenOut, 'float', [1, D]);
+  g.output(g.op('Reshape', [kRot, g.int64([Hkv, d])]), DECODE.newKey, 'float', [Hkv, d]);
+  g.output(g.op('Reshape', [v, g.int64([Hkv, d])]), DECODE.newValue, 'float', [Hkv, d]);
   return g.build();
 }
