@@ -15,6 +15,7 @@ import { ropeFrequencies, type ModelConfig } from '../model/config.js';
 import { RequestError } from '../errors.js';
 import { countParameters, type ParameterCount } from './random-checkpoint.js';
 import { measureMatmul, type MatmulRate } from './matmul-rate.js';
+import { formatTable } from '../report.js';
 
 export const DEFAULT_LENGTHS: readonly number[] = [1024, 4096, 8192];
 export const DEFAULT_DECODE_TOKENS = 64;
@@ -39,6 +40,7 @@ export interface BenchOptions {
 
 /** Seconds spent in each graph (session runs, wall clock). */
 export interface Breakdown {
+  /** Prefill: the attention graph. Decode: the whole-layer decode graph. */
   attention: number;
   mlp: number;
   head: number;
@@ -136,38 +138,18 @@ export function randomPrompt(n: number, vocab: number, seed: number): Int32Array
   return ids;
 }
 
-type GraphSeconds = Record<'attention' | 'mlp' | 'head', number>;
-
 /**
- * Wraps the run method of the model's sessions (on the instances, the engine is not changed) to accumulate wall
- * time per graph. `take()` returns the seconds since the last take; `restore()` removes the wrappers.
+ * Seconds spent in each graph between two calls, from the sessions' own run timers. A decode step runs each
+ * whole layer (attention and MLP) in one decode graph; its time is reported under `attention`.
  */
-function instrumentSessions(model: Model): { take: () => GraphSeconds; restore: () => void } {
-  let seconds: GraphSeconds = { attention: 0, mlp: 0, head: 0 };
-  const wrapped: Session[] = [];
-  for (const key of ['attention', 'mlp', 'head'] as const) {
-    const session = model.sessions[key];
-    const original = session.run;
-    const timed: Session['run'] = async function (this: Session, ...args) {
-      const t0 = performance.now();
-      try {
-        return await original.apply(this, args);
-      } finally {
-        seconds[key] += (performance.now() - t0) / 1000;
-      }
-    };
-    Object.defineProperty(session, 'run', { value: timed, configurable: true, writable: true });
-    wrapped.push(session);
-  }
-  return {
-    take: () => {
-      const s = seconds;
-      seconds = { attention: 0, mlp: 0, head: 0 };
-      return s;
-    },
-    restore: () => {
-      for (const s of wrapped) delete (s as unknown as Record<string, unknown>).run;
-    },
+function graphTimer(model: Model): () => Breakdown {
+  let last = model.graphMs();
+  return () => {
+    const now = model.graphMs();
+    const d = (k: keyof typeof now) => (now[k] - last[k]) / 1000;
+    const out = { attention: d('attention') + d('decode'), mlp: d('mlp'), head: d('head'), other: 0 };
+    last = now;
+    return out;
   };
 }
 
@@ -222,8 +204,8 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
     }
 
     const results: LengthResult[] = [];
-    const timer = instrumentSessions(model);
-    try {
+    const takeGraphSeconds = graphTimer(model);
+    {
       for (const n of lengths) {
         (globalThis as { gc?: () => void }).gc?.();
         const ids = randomPrompt(n, c.vocabSize, seed);
@@ -231,11 +213,11 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
         // the rate drifts, and the mean of the two is the best estimate of what ONNX Runtime reached meanwhile.
         const before = await measure(`before ${n} tokens`);
         progress(`${n} tokens: prefill`);
-        timer.take();
+        takeGraphSeconds();
         const start = performance.now();
         const pre = await prefill(model, ids, { decodeCapacity: decodeTokens });
         const afterPrefill = performance.now();
-        const seconds = timer.take();
+        const seconds = takeGraphSeconds();
         let token = argmax(pre.logits);
         const firstToken = performance.now();
         const after = await measure(`after ${n} tokens`);
@@ -251,7 +233,7 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
           token = argmax(await decodeStep(model, pre.cache, token, pre.nextPosition + i, invFreq));
         }
         const decodeSeconds = (performance.now() - d0) / 1000;
-        const decodeGraphs = timer.take();
+        const decodeGraphs = takeGraphSeconds();
 
         const flops = prefillFlops(c, n, parameters.nonEmbedding);
         const gflops = flops / prefillSeconds / 1e9;
@@ -279,8 +261,6 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
           peakRssBytes: peakRss(),
         });
       }
-    } finally {
-      timer.restore();
     }
 
     const matmul = { m: MATMUL_ROWS, k: proj.k, n: proj.n, what: proj.what, threads: model.threads, repeats: MATMUL_REPEATS, gflops: matmulRuns };
@@ -318,11 +298,6 @@ function fmt(x: number, digits: number): string {
   return x.toFixed(digits);
 }
 
-/** Right-aligns every column (the first one left-aligned). */
-export function alignTable(rows: readonly (readonly string[])[]): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join('  ').trimEnd()).join('\n');
-}
 
 export function formatReport(r: BenchReport): string {
   const c = r.config;
@@ -334,10 +309,11 @@ export function formatReport(r: BenchReport): string {
     `matmul    [${r.matmul.m}, ${r.matmul.k}] x [${r.matmul.n}, ${r.matmul.k}]^T (${r.matmul.what}, Gemm transB), median of ${r.matmul.repeats}, measured before and after each prefill`,
     '',
   ];
-  const rows: string[][] = [[
+  const headers = [
     'tokens', 'TTFT s', 'prefill tok/s', 'GFLOP/s', 'matmul before/after', '% matmul', 'attn s', 'mlp s', 'other s',
     'decode tok/s', 'KV MiB', 'RSS MiB', 'peak RSS MiB',
-  ]];
+  ];
+  const rows: string[][] = [];
   for (const x of r.results) {
     rows.push([
       String(x.tokens), fmt(x.ttftSeconds, 2), fmt(x.prefillTokensPerSecond, 0), fmt(x.prefillGflops, 1),
@@ -346,9 +322,9 @@ export function formatReport(r: BenchReport): string {
       fmt(x.kvBytes / MiB, 1), fmt(x.rssBytes / MiB, 0), fmt(x.peakRssBytes / MiB, 0),
     ]);
   }
-  lines.push(alignTable(rows));
+  lines.push(formatTable(headers, rows).trimEnd());
   lines.push('', 'GFLOP/s counts 2 x non-embedding params x tokens + 2 x tokens^2 x headDim x heads per layer (causal attention).',
     '% matmul: prefill GFLOP/s over the mean of the matmul rates measured just before and after that prefill.',
-    'attn s / mlp s: time in the attention graph (norm, QKV, RoPE, GQA, o_proj) and the MLP graph; other: head + JS work.');
+    'attn s / mlp s: prefill time in the attention graph (norm, QKV, RoPE, GQA, o_proj) and the MLP graph; other: head + JS work.');
   return `${lines.join('\n')}\n`;
 }

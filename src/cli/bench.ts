@@ -9,10 +9,15 @@ import { parseArgs } from 'node:util';
 import { RequestError } from '../errors.js';
 import { SHAPES, writeRandomCheckpoint } from '../bench/random-checkpoint.js';
 import { DEFAULT_DECODE_TOKENS, DEFAULT_LENGTHS, formatReport, runPrefillDecodeBench } from '../bench/prefill-decode.js';
+import { runMethodsBench, formatMethods } from '../bench/methods.js';
+import { Model } from '../engine/model.js';
+import { resolvePolicy, specsFor } from '../compress/registry.js';
 import { numberFlag, progressDone, progressLine } from './args.js';
+import { COMPRESSION_FLAGS, compressionOptionsFromFlags } from './compression-flags.js';
 
 const DEFAULT_SHAPE = 'qwen2.5-0.5b';
 const DEFAULT_CACHE_DIR = '.bench-models';
+const METHOD_LENGTHS = [4096, 8192, 16384];
 
 export const BENCH_HELP = `Usage: fastkv bench [options]
 
@@ -31,6 +36,10 @@ Options:
   --seed S              seed of the random weights and prompts (default 0)
   --cache-dir DIR       where generated checkpoints go (default ./${DEFAULT_CACHE_DIR}; BF16, about 1 GB for
                         qwen2.5-0.5b and 2.5 GB for llama-3.2-1b; never commit them)
+  --methods LIST        compare methods against full instead (e.g. full,fastkv,snapkv,gemfilter,streamingllm):
+                        TTFT and decode speedups with their arithmetic bounds, KV bytes, scoring share;
+                        lengths default to ${METHOD_LENGTHS.join(',')} and decode tokens to 128
+  --retain-rate R, --tsp-rate R, --budget B, ...   method options, as in fastkv generate --help
   --json FILE           also write the results as JSON to FILE; "--json -" prints JSON instead of the table
   -h, --help            show this help
 
@@ -62,6 +71,8 @@ export async function benchCommand(argv: string[]): Promise<void> {
         seed: { type: 'string' },
         'cache-dir': { type: 'string' },
         json: { type: 'string' },
+        methods: { type: 'string' },
+        ...COMPRESSION_FLAGS,
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -103,6 +114,25 @@ export async function benchCommand(argv: string[]): Promise<void> {
     });
     progressDone();
     if (written.written) process.stderr.write(`wrote ${shape} checkpoint (${(written.bytes / 2 ** 30).toFixed(2)} GiB) to ${dir}\n`);
+  }
+
+  if (values.methods !== undefined) {
+    const methods = specsFor(values.methods.split(',').map((m) => m.trim()).filter(Boolean), compressionOptionsFromFlags(values));
+    const model = await Model.load(dir, { threads, withoutTokenizer: true, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
+    for (const spec of methods) resolvePolicy(spec, model.config); // check every option before the long run
+    const results = await runMethodsBench(model, {
+      lengths: values.lengths !== undefined ? lengths : METHOD_LENGTHS,
+      methods, seed,
+      decodeTokens: numberFlag(values, 'decode-tokens', { integer: true, min: 0 }) ?? 128,
+      onProgress: (text) => progressLine(`${label}: ${text}`),
+    });
+    progressDone();
+    await model.dispose();
+    const out = { label, model: dir, threads: model.threads, results: results.map(({ layers, ...r }) => ({ ...r, rowsPerLayer: layers.map((l) => l.rows), keptPerLayer: layers.map((l) => l.kept) })) };
+    if (jsonTarget === '-') { process.stdout.write(`${JSON.stringify(out, null, 2)}\n`); return; }
+    if (jsonTarget !== undefined) fs.writeFileSync(jsonTarget, `${JSON.stringify(out, null, 2)}\n`);
+    process.stdout.write(`${label}, ${model.threads} ONNX Runtime threads\n\n${formatMethods(results)}`);
+    return;
   }
 
   const report = await runPrefillDecodeBench(dir, {

@@ -32,23 +32,33 @@ export const COMPRESSION_HELP = `KV-cache compression:
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 
+/** `--method NAME` and its options as a spec; undefined without `--method`. */
 export function compressionFromFlags(values: Values): CompressionSpec | undefined {
   if (values.method === undefined) return undefined;
-  const spec: Record<string, unknown> = { method: String(values.method) };
-  const set = (key: string, flag: string, integer = false) => {
+  return { method: String(values.method), ...compressionOptionsFromFlags(values) };
+}
+
+/** Each method option and its flag; `true` marks integer options. */
+export const OPTION_FLAGS: Readonly<Record<string, { flag: string; integer: boolean }>> = {
+  budget: { flag: 'budget', integer: true },
+  retainRate: { flag: 'retain-rate', integer: false },
+  compressionRatio: { flag: 'compression-ratio', integer: false },
+  tspRate: { flag: 'tsp-rate', integer: false },
+  tspLength: { flag: 'tsp-length', integer: true },
+  tspLayer: { flag: 'tsp-layer', integer: true },
+  windowSize: { flag: 'window', integer: true },
+  kernelSize: { flag: 'kernel', integer: true },
+  filterLayer: { flag: 'filter-layer', integer: true },
+  sinks: { flag: 'sinks', integer: true },
+};
+
+/** The method options given on the command line (budget, rates, window, ...), without a method. */
+export function compressionOptionsFromFlags(values: Values): Record<string, unknown> {
+  const options: Record<string, unknown> = {};
+  for (const [option, { flag, integer }] of Object.entries(OPTION_FLAGS)) {
     const v = numberFlag(values, flag, { integer });
-    if (v !== undefined) spec[key] = v;
-  };
-  set('budget', 'budget', true);
-  set('retainRate', 'retain-rate');
-  set('compressionRatio', 'compression-ratio');
-  set('tspRate', 'tsp-rate');
-  set('tspLength', 'tsp-length', true);
-  set('tspLayer', 'tsp-layer', true);
-  set('windowSize', 'window', true);
-  set('kernelSize', 'kernel', true);
-  set('filterLayer', 'filter-layer', true);
-  set('sinks', 'sinks', true);
-  if (values.pooling !== undefined) spec.pooling = String(values.pooling);
-  return spec as CompressionSpec;
+    if (v !== undefined) options[option] = v;
+  }
+  if (values.pooling !== undefined) options.pooling = String(values.pooling);
+  return options;
 }

@@ -8,9 +8,9 @@ import { RequestError } from '../errors.js';
 import { Model } from '../engine/model.js';
 import { METHOD_OPTIONS, resolvePolicy } from '../compress/registry.js';
 import { LONGBENCH_TASKS, loadLongBenchData, runLongBench } from '../eval/longbench.js';
-import { ProgressBar, formatTable, writeJson } from '../eval/report.js';
+import { ProgressBar, formatTable, writeJson } from '../report.js';
 import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
-import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionFromFlags } from './compression-flags.js';
+import { COMPRESSION_FLAGS, COMPRESSION_HELP, OPTION_FLAGS, compressionOptionsFromFlags } from './compression-flags.js';
 import { methodColumns } from './eval.js';
 
 export const LONGBENCH_HELP = `Usage: fastkv eval longbench --data PATH [--model DIR] [options]
@@ -69,10 +69,10 @@ export async function longbenchCommand(argv: string[]): Promise<void> {
   const methodValues = { ...values, methods: values.methods ?? 'full,fastkv' };
   const columns = methodColumns(methodValues); // as the other eval commands: labels "method" or "method@rate"
   const methods = list(methodValues.methods, 'methods');
-  const { method: _unused, ...shared } = compressionFromFlags({ ...values, method: 'full' })!;
+  const shared = compressionOptionsFromFlags(values);
   for (const key of Object.keys(shared)) {
     if (!methods.some((m) => METHOD_OPTIONS[m]?.includes(key))) {
-      throw new RequestError(`--${OPTION_FLAGS[key] ?? key} is not used by any of --methods ${methods.join(',')}`);
+      throw new RequestError(`--${OPTION_FLAGS[key]?.flag ?? key} is not used by any of --methods ${methods.join(',')}`);
     }
   }
   const maxContext = numberFlag(values, 'max-context', { integer: true, min: 1 });
@@ -113,13 +113,6 @@ export async function longbenchCommand(argv: string[]): Promise<void> {
     await model.dispose();
   }
 }
-
-/** The flag of each shared compression option (as compressionFromFlags maps them). */
-const OPTION_FLAGS: Record<string, string> = {
-  budget: 'budget', retainRate: 'retain-rate', compressionRatio: 'compression-ratio', tspRate: 'tsp-rate',
-  tspLength: 'tsp-length', tspLayer: 'tsp-layer', windowSize: 'window', kernelSize: 'kernel', pooling: 'pooling',
-  filterLayer: 'filter-layer', sinks: 'sinks',
-};
 
 /** A comma-separated flag value as a list of non-empty names. */
 function list(value: string, flag: string): string[] {

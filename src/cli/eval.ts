@@ -16,9 +16,9 @@ import { loadHaystack } from '../eval/haystack.js';
 import { heatmapSvg } from '../eval/heatmap.js';
 import { DEFAULT_DEPTHS, NIAH_PRESETS, minimumNiahLength, niahCases, runNiah, type MethodColumn, type NiahOptions } from '../eval/niah.js';
 import { MAGIC_NUMBER_TASKS, RULER_TASKS, runRuler, type RulerFormat, type RulerTask } from '../eval/ruler.js';
-import { ProgressBar, formatTable, writeJson } from '../eval/report.js';
+import { ProgressBar, formatTable, writeJson } from '../report.js';
 import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
-import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionFromFlags } from './compression-flags.js';
+import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionOptionsFromFlags } from './compression-flags.js';
 
 const DEFAULT_METHODS = ['full', 'fastkv', 'snapkv', 'streamingllm', 'gemfilter'];
 
@@ -160,7 +160,7 @@ function numberList(values: Values, flag: string, o: { integer?: boolean; min?: 
 export function methodColumns(values: Values): MethodColumn[] {
   const methods = [...new Set(list(values, 'methods') ?? DEFAULT_METHODS)];
   for (const m of methods) if (!METHODS.includes(m)) throw new ConfigError(`--methods: unknown method "${m}"; known: ${METHODS.join(', ')}`);
-  const { method: _m, ...shared } = compressionFromFlags({ ...values, method: 'full' }) ?? { method: 'full' };
+  const shared = compressionOptionsFromFlags(values);
   const rates = numberList(values, 'retain-rates');
   if (!rates) return specsFor(methods, shared).map((spec) => ({ label: spec.method, spec }));
   for (const flag of ['retain-rate', 'budget', 'compression-ratio']) {

@@ -29,6 +29,7 @@ export interface LoadOptions {
 
 export class Model {
   private readonly extraGraphs = new Map<string, Promise<Session>>();
+  private readonly loadedExtraGraphs: Session[] = [];
   private constructor(
     readonly dir: string,
     readonly config: ModelConfig,
@@ -101,9 +102,18 @@ export class Model {
     let session = this.extraGraphs.get(key);
     if (!session) {
       session = Session.create(key, build(), this.threads);
+      session.then((s) => this.loadedExtraGraphs.push(s), () => {});
       this.extraGraphs.set(key, session);
     }
     return session;
+  }
+
+  /** Milliseconds spent in each graph since loading (scoring graphs summed as `scoring`). */
+  graphMs(): Record<'attention' | 'mlp' | 'decode' | 'head' | 'scoring', number> {
+    let scoring = 0;
+    for (const session of this.loadedExtraGraphs) scoring += session.stats.ms;
+    const s = this.sessions;
+    return { attention: s.attention.stats.ms, mlp: s.mlp.stats.ms, decode: s.decode.stats.ms, head: s.head.stats.ms, scoring };
   }
 
   get tokenizer(): Tokenizer {

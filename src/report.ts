@@ -10,7 +10,8 @@ import path from 'node:path';
 export function formatTable(headers: readonly string[], rows: readonly (readonly (string | number)[])[]): string {
   const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? formatNumber(c) : c)));
   const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => (r[i] ?? '').length)));
-  const numeric = headers.map((_, i) => rows.length > 0 && rows.every((r) => typeof r[i] === 'number'));
+  // Numbers, and cells that read as numbers ("12.5", "84%", "1.78x"), align right.
+  const numeric = headers.map((_, i) => rows.length > 0 && cells.every((r) => /^[-+]?[\d.,/]+[%x]?$|^-$/.test(r[i] ?? '')));
   const line = (r: readonly string[]) => r.map((c, i) => (numeric[i] ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join('  ').trimEnd();
   return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(line)].join('\n') + '\n';
 }
