@@ -18,7 +18,7 @@
 import { ConfigError } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import {
-  checkInteger, checkRate, entriesFor, parseBudget, parseWindowOptions,
+  checkInteger, checkRate, parseBudget, parseWindowOptions,
   type BudgetOptions, type WindowOptions,
 } from './budget.js';
 import type { CompressionPolicy, LayerDecision } from './policy.js';
@@ -51,9 +51,11 @@ export function fastkv(options: FastKVOptions, config: ModelConfig): Compression
       const T = tspLength ?? Math.floor(N * tspRate!);
       return {
         async layer({ layer, numRows: n, scorer }): Promise<LayerDecision> {
-          // Past the TSP layer, a rate keeps the same share of the prompt: ρ = retainRate / tspRate of n ≈ N·retainRate.
-          const scale = budget.kind === 'rate' && layer > t && n < N ? (tspRate ?? T / N) : 1;
-          const B = budget.kind === 'rate' ? Math.floor(n * budget.rate / scale) : budget.entries;
+          // Spec §2.2: B_l = floor(n_l·ρ_l), ρ_l = retainRate up to layer t and retainRate / tspRate after it
+          // (where n_l = T), so every layer keeps about N·retainRate.
+          const propagated = layer > t && n < N;
+          const B = budget.kind === 'absolute' ? budget.entries
+            : Math.floor(n * (propagated ? budget.rate / (tspRate ?? T / N) : budget.rate));
           if (n < B || n <= w) return { kind: 'keep', keep: null };
           const scores = await scorer.window(scoring);
           const keep = keepTopAndWindow(scores, n, Math.max(B, w), w);
