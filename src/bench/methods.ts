@@ -72,9 +72,12 @@ export async function runMethodsBench(model: Model, options: MethodsBenchOptions
   methods.sort((a, b) => Number(b.method === 'full') - Number(a.method === 'full'));
   const weightBytes = decodeWeightBytes(c);
 
-  // Warm-up: the first runs of each graph (and the scoring graphs' creation) are not timed.
+  // Warm-up, not timed: each method once on a short prompt (graph creation, first runs), then full once at the
+  // first length, so that the first timed run does not pay for growing the process's memory alone.
   const warm = randomPrompt(Math.min(256, ...options.lengths), c.vocabSize, 7);
   for (const spec of methods) await generate(model, { ids: warm }, { compression: spec, maxTokens: 2, ignoreEos: true, maxContext: Number.MAX_SAFE_INTEGER });
+  progress('warm-up: full at the first length');
+  await generate(model, { ids: randomPrompt(options.lengths[0], c.vocabSize, 7) }, { maxTokens: 2, ignoreEos: true, maxContext: Number.MAX_SAFE_INTEGER });
 
   const results: MethodResult[] = [];
   for (const n of options.lengths) {
