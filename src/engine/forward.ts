@@ -120,13 +120,14 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
 
   let hidden = embed(model, ids); // [n, hidden]
   let n = N;
+  let positionTensor = i64(BigInt64Array.from(positionIds, (p) => BigInt(p)), [n]);
   for (let l = 0; l < c.numLayers; l++) {
     // 1. Attention over the n rows present (causal, in row order = position order).
     const w = Math.min(policy.queryWindow, n);
     const attn = await model.sessions.attention.run({
       ...model.attentionWeights[l],
       [ATTN.hidden]: f32(hidden, [n, c.hiddenSize]),
-      [ATTN.positionIds]: i64(BigInt64Array.from(positionIds, (p) => BigInt(p)), [n]),
+      [ATTN.positionIds]: positionTensor,
       [ATTN.invFreq]: invFreqTensor,
       [ATTN.windowStart]: i64(BigInt64Array.of(BigInt(n - w)), [1]),
     });
@@ -163,6 +164,7 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
       hidden = gatherRows(hidden, c.hiddenSize, decision.rows);
       positionIds = pick(positionIds, decision.rows);
       n = decision.rows.length;
+      positionTensor = i64(BigInt64Array.from(positionIds, (p) => BigInt(p)), [n]);
     }
   }
 
