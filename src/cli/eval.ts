@@ -219,6 +219,29 @@ function seedOf(values: Values): number {
 
 // ---------------------------------------------------------------------------------------------------------------
 
+/** What niah and ruler share: flags read before loading, then the model, checked against the columns. */
+async function setUp(values: Values, columns: readonly MethodColumn[]) {
+  const maxTokens = numberFlag(values, 'max-tokens', { integer: true, min: 1 });
+  const maxContextFlag = numberFlag(values, 'max-context', { integer: true, min: 1 });
+  const seed = seedOf(values);
+  const haystack = loadHaystack(values.haystack as string | undefined);
+  const dir = outDir(values);
+  const model = await loadModel(values);
+  try {
+    checkColumns(columns, model);
+  } catch (e) {
+    await model.dispose();
+    throw e;
+  }
+  return { maxTokens, seed, haystack, dir, model, maxContext: maxContextFlag ?? model.config.maxPositionEmbeddings };
+}
+
+function checkLength(what: string, length: number, maxContext: number): void {
+  if (length > maxContext) {
+    throw new RequestError(`${what} ${length} is more than the limit of ${maxContext} (max_position_embeddings; raise it with --max-context at your own risk)`);
+  }
+}
+
 async function niahCommand(argv: string[]): Promise<void> {
   const values = parse(argv, {
     ...COMMON_FLAGS, lengths: { type: 'string' }, depths: { type: 'string' }, samples: { type: 'string' },
@@ -231,18 +254,9 @@ async function niahCommand(argv: string[]): Promise<void> {
   const depths = numberList(values, 'depths', { min: 0, max: 100 });
   const lengths = numberList(values, 'lengths', { integer: true, min: 1 });
   const samples = numberFlag(values, 'samples', { integer: true, min: 1 });
-  const maxTokens = numberFlag(values, 'max-tokens', { integer: true, min: 1 });
-  const maxContextFlag = numberFlag(values, 'max-context', { integer: true, min: 1 });
-  const seed = seedOf(values);
-  const haystack = loadHaystack(values.haystack as string | undefined);
-  const dir = outDir(values);
-  const model = await loadModel(values);
+  const { maxTokens, seed, haystack, dir, model, maxContext } = await setUp(values, columns);
   try {
-    checkColumns(columns, model);
-    const maxContext = maxContextFlag ?? model.config.maxPositionEmbeddings;
-    for (const l of lengths ?? []) {
-      if (l > maxContext) throw new RequestError(`--lengths: ${l} is more than the limit of ${maxContext} (max_position_embeddings; raise it with --max-context at your own risk)`);
-    }
+    for (const l of lengths ?? []) checkLength('--lengths:', l, maxContext);
     const base = {
       haystack, depths, samples, seed, maxTokens, chat: values.chat === true,
       preset: values.preset as string | undefined, needle: values.needle as string | undefined,
@@ -321,18 +335,11 @@ async function rulerCommand(argv: string[]): Promise<void> {
     }
   }
   const samples = numberFlag(values, 'samples', { integer: true, min: 1 }) ?? 10;
-  const maxTokens = numberFlag(values, 'max-tokens', { integer: true, min: 1 });
   const lengthFlag = numberFlag(values, 'length', { integer: true, min: 1 });
-  const maxContextFlag = numberFlag(values, 'max-context', { integer: true, min: 1 });
-  const seed = seedOf(values);
-  const haystack = loadHaystack(values.haystack as string | undefined);
-  const dir = outDir(values);
-  const model = await loadModel(values);
+  const { maxTokens, seed, haystack, dir, model, maxContext } = await setUp(values, columns);
   try {
-    checkColumns(columns, model);
-    const maxContext = maxContextFlag ?? model.config.maxPositionEmbeddings;
     const length = lengthFlag ?? maxContext;
-    if (length > maxContext) throw new RequestError(`--length ${length} is more than the limit of ${maxContext} (max_position_embeddings; raise it with --max-context at your own risk)`);
+    checkLength('--length', length, maxContext);
     const bar = new ProgressBar('ruler', tasks.length * samples * columns.length);
     const result = await runRuler(model, columns, {
       length, seed, haystack, format, chat: values.chat === true, maxTokens, tasks, samples,
