@@ -16,6 +16,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseConfig, type ModelConfig } from '../model/config.js';
+import { encodeHeader, writeAll } from '../model/safetensors-write.js';
 
 /** A Hugging Face `config.json` object. */
 export type HfConfig = Readonly<Record<string, unknown>>;
@@ -217,9 +218,6 @@ function resolveShape(shape: string | HfConfig): { name: string; json: HfConfig 
   return { name: shape, json };
 }
 
-function writeAll(fd: number, bytes: Uint8Array): void {
-  for (let done = 0; done < bytes.length;) done += fs.writeSync(fd, bytes, done, bytes.length - done);
-}
 
 /**
  * Writes `dir/config.json` and `dir/model.safetensors` (BF16, seeded random values) for `shape`: a name from
@@ -248,10 +246,8 @@ export function writeRandomCheckpoint(
     offset += bytes;
   }
   const dataBytes = offset;
-  let headerJson = JSON.stringify(header);
-  headerJson += ' '.repeat((8 - (Buffer.byteLength(headerJson) % 8)) % 8);
-  const headerBytes = Buffer.from(headerJson, 'utf8');
-  const fileBytes = 8 + headerBytes.length + dataBytes;
+  const prefix = encodeHeader(header);
+  const fileBytes = prefix.length + dataBytes;
 
   try {
     if (fs.readFileSync(markerPath, 'utf8') === marker && fs.statSync(modelPath).size === fileBytes
@@ -265,10 +261,7 @@ export function writeRandomCheckpoint(
   const tmp = `${modelPath}.partial`;
   const fd = fs.openSync(tmp, 'w');
   try {
-    const len = Buffer.alloc(8);
-    len.writeBigUInt64LE(BigInt(headerBytes.length));
-    writeAll(fd, len);
-    writeAll(fd, headerBytes);
+    writeAll(fd, prefix);
     const buf = new Uint16Array(CHUNK);
     const tables = { matrix: levelTable('matrix'), bias: levelTable('bias'), norm: levelTable('norm') };
     let done = 0;

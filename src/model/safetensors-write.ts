@@ -42,16 +42,11 @@ export function writeSafetensors(
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
-  const headerBytes = Buffer.from(json, 'utf8');
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(headerBytes.length));
+  const prefix = encodeHeader(header);
 
   const fd = fs.openSync(file, 'w');
   try {
-    writeAll(fd, len);
-    writeAll(fd, headerBytes);
+    writeAll(fd, prefix);
     for (const t of tensors) {
       if (t.dtype === 'F32') {
         writeAll(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
@@ -71,7 +66,23 @@ export function writeSafetensors(
   }
 }
 
-function writeAll(fd: number, bytes: Uint8Array): void {
+/**
+ * The bytes before a safetensors file's data: the 8-byte little-endian header length, then the JSON header padded
+ * with spaces so that the data starts at a multiple of 8. `header` maps tensor names to
+ * `{ dtype, shape, data_offsets }` (and `__metadata__`).
+ */
+export function encodeHeader(header: Record<string, unknown>): Uint8Array {
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
+  const headerBytes = Buffer.from(json, 'utf8');
+  const out = Buffer.alloc(8 + headerBytes.length);
+  out.writeBigUInt64LE(BigInt(headerBytes.length));
+  headerBytes.copy(out, 8);
+  return out;
+}
+
+/** Writes all of `bytes` at the file's current position (writeSync may write less than asked). */
+export function writeAll(fd: number, bytes: Uint8Array): void {
   for (let done = 0; done < bytes.length;) {
     done += fs.writeSync(fd, bytes, done, Math.min(bytes.length - done, 1 << 30));
   }
