@@ -20,6 +20,13 @@ test('streamed chunks add up to the result, and match generate', async () => {
   assert.deepEqual((await generate(model, 'Once upon a time', { maxTokens: 40 })).outputIds, r.outputIds);
 });
 
+test('prefill reports progress after every layer', async () => {
+  const model = await modelPromise;
+  const seen: string[] = [];
+  await generate(model, 'Once upon a time', { maxTokens: 1, onPrefillLayer: (l, L, rows) => seen.push(`${l}/${L}:${rows}`) });
+  assert.deepEqual(seen, Array.from({ length: model.config.numLayers }, (_, l) => `${l}/${model.config.numLayers}:5`));
+});
+
 test('a stop string ends generation and is left out of the text', async () => {
   const model = await modelPromise;
   const free = await generate(model, 'Once upon a time', { maxTokens: 40 });

@@ -85,7 +85,10 @@ export async function runMethodsBench(model: Model, options: MethodsBenchOptions
     let full: MethodResult | undefined;
     for (const spec of methods) {
       progress(`${n} tokens: ${spec.method}`);
-      const r = await generate(model, { ids }, { compression: spec, maxTokens: decodeTokens, ignoreEos: true, maxContext: Number.MAX_SAFE_INTEGER });
+      const r = await generate(model, { ids }, {
+        compression: spec, maxTokens: decodeTokens, ignoreEos: true, maxContext: Number.MAX_SAFE_INTEGER,
+        onPrefillLayer: (l, L, rows) => progress(`${n} tokens: ${spec.method}: prefill layer ${l + 1}/${L} (${rows} rows)`),
+      });
       const t = r.timings;
       const flops = flopsOfLayers(c, r.layers);
       const ttftSeconds = t.timeToFirstTokenMs / 1000;

@@ -71,6 +71,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
     repetitionPenalty: numberFlag(values, 'repetition-penalty'),
     seed: numberFlag(values, 'seed', { integer: true }),
     compression: compressionFromFlags(values),
+    onPrefillLayer: (l, L, rows) => (l + 1 < L ? progressLine(`prefill: layer ${l + 1}/${L} (${rows} tokens)`) : progressDone()),
   };
   const threads = numberFlag(values, 'threads', { integer: true, min: 1 });
   const model = await Model.load(values.model ?? DEFAULT_MODEL_DIR, {

@@ -25,6 +25,8 @@ export interface PrefillOptions {
   allLogits?: boolean;
   /** Extra cache slots per layer for the decode steps that will follow. */
   decodeCapacity?: number;
+  /** Called after each layer with the layer index and the rows it processed (long prompts take a while). */
+  onLayer?: (layer: number, numLayers: number, rows: number) => void;
 }
 
 export interface LayerStats {
@@ -146,7 +148,7 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
     // GemFilter: start again, from scratch, on the chosen prompt tokens, renumbered 0..k−1.
     if (decision.kind === 'restart') {
       const restarted = await prefill(model, pick(ids, decision.tokens), {
-        allLogits: options.allLogits, decodeCapacity: options.decodeCapacity,
+        allLogits: options.allLogits, decodeCapacity: options.decodeCapacity, onLayer: options.onLayer,
       });
       return { ...restarted, policyMs: policyMs + restarted.policyMs, layers: [...layers, { rows: n, kept: 0 }, ...restarted.layers], restartedOn: decision.tokens };
     }
@@ -155,6 +157,7 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
     const layerCache = cache.allocate(l, decision.keep ? decision.keep[0].length : n, options.decodeCapacity ?? 0);
     layerCache.fill(keys, values, n, positionIds, decision.keep);
     layers.push({ rows: n, kept: layerCache.length });
+    options.onLayer?.(l, c.numLayers, n);
 
     // 4. Finish the layer.
     hidden = await runMlp(model, l, dataF32(attn[ATTN.hiddenOut]), n);

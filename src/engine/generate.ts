@@ -34,6 +34,8 @@ export interface GenerateOptions extends SamplingOptions {
   ignoreEos?: boolean;
   /** Stops generation between two tokens (finish reason 'stop'). */
   signal?: AbortSignal;
+  /** Prefill progress: called after each layer with the rows it processed. */
+  onPrefillLayer?: (layer: number, numLayers: number, rows: number) => void;
 }
 
 export interface Timings {
@@ -144,7 +146,7 @@ async function* run(model: Model, prompt: PromptInput, options: GenerateOptions)
   let text = '';
 
   const t0 = performance.now();
-  const pre = await prefill(model, Int32Array.from(promptIds), { policy, decodeCapacity: maxTokens });
+  const pre = await prefill(model, Int32Array.from(promptIds), { policy, decodeCapacity: maxTokens, onLayer: options.onPrefillLayer });
   const prefillEnd = performance.now();
   const kvAfterPrefill = pre.cache.bytes;
   const { invFreq } = ropeFrequencies(config, pre.nextPosition + maxTokens);
