@@ -51,6 +51,23 @@ test('fastkv with retainRate 1 and tspRate 1 gives exactly the logits of full', 
   }
 });
 
+test('snapkv with repeatKv (the original layout): G× the KV bytes, and at retainRate 1 the logits of full', async () => {
+  const model = await stories;
+  const c = model.config;
+  const ids = model.tokenizer.encode(storyText(600));
+  const full = await greedyLogits(model, ids, { method: 'full' }, 5);
+  const repeated = await greedyLogits(model, ids, { method: 'snapkv', retainRate: 1, repeatKv: true }, 5);
+  for (let s = 0; s < full.length; s++) {
+    let err = 0;
+    for (let i = 0; i < full[s].length; i++) err = Math.max(err, Math.abs(full[s][i] - repeated[s][i]));
+    assert.ok(err < 1e-4, `step ${s}: ${err}`);
+  }
+  const perKv = await generate(model, storyText(1500), { maxTokens: 3, compression: { method: 'snapkv', retainRate: 0.2 }, maxContext: 4096 });
+  const perQuery = await generate(model, storyText(1500), { maxTokens: 3, compression: { method: 'snapkv', retainRate: 0.2, repeatKv: true }, maxContext: 4096 });
+  assert.equal(perQuery.timings.kvCacheBytesAfterPrefill, perKv.timings.kvCacheBytesAfterPrefill * (c.numHeads / c.numKvHeads));
+  assert.equal(perQuery.outputIds.length, 3);
+});
+
 test('fastkv proportional mode: floor(N·retainRate) entries per KV head, floor(N·tspRate) rows after the TSP layer', async () => {
   const model = await stories;
   const ids = model.tokenizer.encode(longPrompt);
@@ -256,6 +273,7 @@ test('invalid compression parameters get errors that name them', async () => {
     [{ method: 'fastkv', tspRate: 0.2, tspLength: 100 }, /only one of tspRate, tspLength/],
     [{ method: 'snapkv', compressionRatio: 1 }, /compressionRatio/],
     [{ method: 'snapkv', tspRate: 0.2 }, /unknown option "tspRate"/],
+    [{ method: 'snapkv', repeatKv: 'yes' }, /repeatKv must be true or false/],
     [{ method: 'streamingllm', budget: 4 }, /budget 4/],
     [{ method: 'gemfilter', filterLayer: 9 }, /filterLayer/],
     [{ method: 'h2o', windowSize: 0 }, /windowSize/],

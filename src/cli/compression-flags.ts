@@ -12,7 +12,7 @@ export const COMPRESSION_FLAGS = {
   budget: { type: 'string' }, 'retain-rate': { type: 'string' }, 'compression-ratio': { type: 'string' },
   'tsp-rate': { type: 'string' }, 'tsp-layer': { type: 'string' }, 'tsp-length': { type: 'string' },
   window: { type: 'string' }, kernel: { type: 'string' }, pooling: { type: 'string' },
-  'filter-layer': { type: 'string' }, sinks: { type: 'string' },
+  'filter-layer': { type: 'string' }, sinks: { type: 'string' }, 'repeat-kv': { type: 'boolean' },
 } as const;
 
 export const COMPRESSION_HELP = `KV-cache compression:
@@ -28,6 +28,7 @@ export const COMPRESSION_HELP = `KV-cache compression:
   --pooling max|avg      Pooling (default max).
   --filter-layer F       gemfilter: filter layer (default 13 of 32, scaled to the depth).
   --sinks S              streamingllm: attention-sink tokens (default 4).
+  --repeat-kv            snapkv: select per query head with K/V repeated, as the original (G× the memory).
 `;
 
 type Values = Record<string, string | boolean | string[] | undefined>;
@@ -60,5 +61,6 @@ export function compressionOptionsFromFlags(values: Values): Record<string, unkn
     if (v !== undefined) options[option] = v;
   }
   if (values.pooling !== undefined) options.pooling = String(values.pooling);
+  if (values['repeat-kv'] === true) options.repeatKv = true;
   return options;
 }

@@ -34,7 +34,7 @@ const TABLE: Row[] = [
       { budget: 64, tspLength: 128 }, { budget: 16, tspLength: 32, windowSize: 4, tspLayer: 0 }],
     window: (s) => (s.windowSize as number) ?? 8,
   },
-  { method: 'snapkv', configs: [{ retainRate: 0.5 }, {}, { budget: 12, windowSize: 4, kernelSize: 1 }], window: (s) => (s.windowSize as number) ?? 8 },
+  { method: 'snapkv', configs: [{ retainRate: 0.5 }, {}, { retainRate: 0.3, repeatKv: true }, { budget: 12, windowSize: 4, kernelSize: 1 }], window: (s) => (s.windowSize as number) ?? 8 },
   { method: 'h2o', configs: [{ retainRate: 0.5 }, {}, { budget: 12 }], window: () => 8 },
   { method: 'streamingllm', configs: [{ retainRate: 0.5 }, {}, { budget: 6, sinks: 2 }], window: () => 1, reason: 'keeps the most recent token among its recent window' },
   { method: 'gemfilter', configs: [{ retainRate: 0.5 }, {}, { budget: 16, filterLayer: 0 }], window: () => 0, reason: 'ranks every token, window included' },

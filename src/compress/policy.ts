@@ -51,6 +51,11 @@ export interface CompressionPolicy {
   readonly name: string;
   /** How many of the last rows' queries the policy reads (0 = none, Infinity = every row). */
   readonly queryWindow: number;
+  /**
+   * Cache one head per query head, K/V repeated (the original SnapKV layout, G× the memory); decisions then hold
+   * numHeads keep lists. Only to reproduce the original memory figures: every method here is GQA-aware by default.
+   */
+  readonly repeatKv?: boolean;
   /** Starts a request over a prompt of `promptLength` tokens. */
   begin(config: ModelConfig, promptLength: number): PolicyRun;
 }

@@ -32,7 +32,7 @@ const BUDGET = ['budget', 'retainRate', 'compressionRatio'];
 export const METHOD_OPTIONS: Readonly<Record<string, readonly string[]>> = {
   full: [],
   fastkv: [...BUDGET, ...WINDOW, 'tspLayer', 'tspRate', 'tspLength'],
-  snapkv: [...BUDGET, ...WINDOW],
+  snapkv: [...BUDGET, ...WINDOW, 'repeatKv'],
   streamingllm: [...BUDGET, 'sinks'],
   h2o: [...BUDGET, 'windowSize'],
   gemfilter: [...BUDGET, 'filterLayer', 'kernelSize'],

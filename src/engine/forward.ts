@@ -154,7 +154,7 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
     }
 
     // 3. Write the kept entries, per KV head, into the layer's cache.
-    const layerCache = cache.allocate(l, decision.keep ? decision.keep[0].length : n, options.decodeCapacity ?? 0);
+    const layerCache = cache.allocate(l, decision.keep ? decision.keep[0].length : n, options.decodeCapacity ?? 0, policy.repeatKv);
     layerCache.fill(keys, values, n, positionIds, decision.keep);
     layers.push({ rows: n, kept: layerCache.length });
     options.onLayer?.(l, c.numLayers, n);
@@ -190,7 +190,8 @@ export async function decodeStep(model: Model, cache: KvCache, token: number, po
       throw new RequestError(`layer ${l}'s KV cache is full (${layerCache.capacity} entries); raise the decode capacity`);
     }
     if (c.slidingWindow !== null) layerCache.expireBefore(positionId, c.slidingWindow);
-    const out = await model.sessions.decode.run({
+    const session = layerCache.group > 1 ? await model.repeatedKvDecode() : model.sessions.decode;
+    const out = await session.run({
       ...model.decodeWeights[l],
       [DECODE.hidden]: f32(hidden, [1, c.hiddenSize]),
       [DECODE.positionIds]: positionTensor,

@@ -21,7 +21,11 @@ export class LayerCache {
   /** Entries filled per head: slots 0..length-1. */
   length = 0;
 
-  constructor(readonly numKvHeads: number, readonly capacity: number, readonly headDim: number) {
+  /**
+   * @param numKvHeads heads this cache holds: the model's KV heads, or its query heads when K/V are repeated
+   * @param group cache heads per source KV head (1, or G when repeated)
+   */
+  constructor(readonly numKvHeads: number, readonly capacity: number, readonly headDim: number, readonly group = 1) {
     this.keys = new Float32Array(numKvHeads * capacity * headDim);
     this.values = new Float32Array(numKvHeads * capacity * headDim);
     this.positions = new Int32Array(numKvHeads * capacity);
@@ -33,7 +37,7 @@ export class LayerCache {
   }
 
   /**
-   * Fills the cache from a prefill layer's keys and values ([numKvHeads, n, headDim]): for each KV head, the
+   * Fills the cache from a prefill layer's keys and values ([numKvHeads / group, n, headDim]): for each head, the
    * rows listed in `keep[head]` (ascending token indices, all heads the same count), or every row when `keep`
    * is null. `positionIds[row]` is the row's original position.
    */
@@ -42,7 +46,7 @@ export class LayerCache {
     const kept = keep ? keep[0].length : n;
     if (kept > this.capacity) throw new RangeError(`cache capacity ${this.capacity} < ${kept} entries`);
     for (let h = 0; h < this.numKvHeads; h++) {
-      const src = h * n * d;
+      const src = Math.floor(h / this.group) * n * d;
       const dst = h * this.capacity * d;
       const rows = keep?.[h];
       if (!rows) {
@@ -101,9 +105,12 @@ export class KvCache {
   constructor(readonly config: ModelConfig) {
     this.layers = new Array(config.numLayers).fill(null);
   }
-  /** Creates layer `l`'s cache for `entries` prompt entries plus `extra` decode steps. */
-  allocate(l: number, entries: number, extra: number): LayerCache {
-    const cache = new LayerCache(this.config.numKvHeads, entries + extra, this.config.headDim);
+  /** Creates layer `l`'s cache for `entries` prompt entries plus `extra` decode steps (one head per query head if `repeatKv`). */
+  allocate(l: number, entries: number, extra: number, repeatKv = false): LayerCache {
+    const { numHeads, numKvHeads, headDim } = this.config;
+    const cache = repeatKv
+      ? new LayerCache(numHeads, entries + extra, headDim, numHeads / numKvHeads)
+      : new LayerCache(numKvHeads, entries + extra, headDim);
     this.layers[l] = cache;
     return cache;
   }

@@ -117,6 +117,12 @@ export class Model {
     return { attention: s.attention.stats.ms, mlp: s.mlp.stats.ms, decode: s.decode.stats.ms, head: s.head.stats.ms, scoring };
   }
 
+  /** The decode graph over a cache with one head per query head (policies with `repeatKv`), built on first use. */
+  repeatedKvDecode(): Promise<Session> {
+    const { attentionScaling } = ropeFrequencies(this.config, this.config.maxPositionEmbeddings);
+    return this.graph('decode-repeated-kv', () => buildDecodeGraph(this.config, attentionScaling, true));
+  }
+
   get tokenizer(): Tokenizer {
     if (!this.tokenizerOrNull) throw new ModelLoadError(`model "${this.dir}" was loaded without its tokenizer`);
     return this.tokenizerOrNull;

@@ -146,9 +146,11 @@ export function buildHeadGraph(c: ModelConfig): Uint8Array {
  * the new key and value come back for the engine to write into the cache. Masked slots make room for growth
  * and for per-head lengths.
  */
-export function buildDecodeGraph(c: ModelConfig, attentionScaling: number): Uint8Array {
-  const g = new GraphBuilder('decode');
-  const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: d } = c;
+export function buildDecodeGraph(c: ModelConfig, attentionScaling: number, repeatKv = false): Uint8Array {
+  const g = new GraphBuilder(repeatKv ? 'decode-repeated-kv' : 'decode');
+  const { hiddenSize: D, numHeads: H, headDim: d } = c;
+  // With repeatKv the cache holds one head per query head: the new key and value are repeated G times.
+  const Hkv = repeatKv ? H : c.numKvHeads;
   const G = H / Hkv;
   const hidden = g.input(DECODE.hidden, 'float', [1, D]);
   const positionIds = g.input(DECODE.positionIds, 'int64', [1]);
@@ -158,7 +160,13 @@ export function buildDecodeGraph(c: ModelConfig, attentionScaling: number): Uint
   const cacheMask = g.input(DECODE.cacheMask, 'float', [Hkv, 1, 'capacity']);
   const wO = g.input(ATTN.o, 'float', [D, H * d]);
 
-  const { qRot, kRot, v } = projectQkv(g, c, hidden, positionIds, invFreq, attentionScaling);
+  const projected = projectQkv(g, c, hidden, positionIds, invFreq, attentionScaling);
+  const repeat = (x: string) => repeatKv
+    ? g.op('Reshape', [g.op('Expand', [g.op('Reshape', [x, g.int64([c.numKvHeads, 1, d])]), g.int64([c.numKvHeads, H / c.numKvHeads, d])]), g.int64([1, H * d])])
+    : x;
+  const { qRot } = projected;
+  const kRot = repeat(projected.kRot);
+  const v = repeat(projected.v);
   const scale = 1 / Math.sqrt(d);
   const q = g.op('Reshape', [qRot, g.int64([Hkv, G, d])]);             // query heads grouped by KV head
   const kNew = g.op('Reshape', [kRot, g.int64([Hkv, 1, d])]);
