@@ -7,6 +7,7 @@
  *   It also returns the layer's keys and values per KV head (RoPE applied) and the queries of the last rows
  *   from `windowStart` on, which is all a compression policy needs to score tokens.
  * - `mlp`: norm → SwiGLU → residual. Token-wise, so the engine may run it on chunks of rows.
+ * - `decode`: one token through a whole layer, attending to the cache in place (see `buildDecodeGraph`).
  * - `head`: final norm → logits.
  * @module
  */
@@ -51,7 +52,6 @@ export const HEAD = {
   hidden: 'hidden', finalNorm: 'w_final_norm', lmHead: 'w_lm_head',
   logits: 'logits',               // [n, vocab]
 } as const;
-
 
 /**
  * Input norm → fused QKV (+ bias) → Qwen3's per-head q/k norm → RoPE at `positionIds`. Declares the weight
