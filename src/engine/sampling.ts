@@ -11,6 +11,7 @@
  */
 
 import { RequestError } from '../errors.js';
+import { Xoshiro128 } from '../random.js';
 
 export interface SamplingOptions {
   /** Softmax temperature; 0 (default) = greedy argmax. >= 0. */
@@ -92,7 +93,9 @@ export class Sampler {
    */
   constructor(opts: SamplingOptions, vocabSize: number) {
     this.options = Object.freeze(validateSampling(opts));
-    this.#rng = new Xoshiro128(this.options.seed);
+    // The 53-bit seed folds into the generator's 32-bit seed word.
+    const seed = this.options.seed;
+    this.#rng = new Xoshiro128(((seed >>> 0) ^ Math.imul(Math.floor(seed / 2 ** 32) >>> 0, 0x9e3779b9)) >>> 0);
     this.#ensure(vocabSize);
   }
 
@@ -136,7 +139,7 @@ export class Sampler {
 
     let sum = 0;
     for (let i = 0; i < kept; i++) sum += w[ids[i]];
-    let r = this.#rng.nextFloat() * sum;
+    let r = this.#rng.float53() * sum;
     for (let i = 0; i < kept; i++) {
       r -= w[ids[i]];
       if (r < 0) return ids[i];
@@ -312,58 +315,4 @@ export function argmax(values: Float32Array): number {
     }
   }
   return best;
-}
-
-/** xoshiro128** (Blackman and Vigna), seeded from a 53-bit integer through splitmix32. */
-class Xoshiro128 {
-  #s0: number;
-  #s1: number;
-  #s2: number;
-  #s3: number;
-
-  constructor(seed: number) {
-    const lo = seed >>> 0;
-    const hi = Math.floor(seed / 2 ** 32) >>> 0;
-    let x = (lo ^ Math.imul(hi, 0x9e3779b9)) >>> 0;
-    const next = (): number => {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      return (z ^ (z >>> 16)) >>> 0;
-    };
-    this.#s0 = next();
-    this.#s1 = next();
-    this.#s2 = next();
-    this.#s3 = next();
-    if ((this.#s0 | this.#s1 | this.#s2 | this.#s3) === 0) this.#s0 = 1;
-  }
-
-  nextUint32(): number {
-    const s0 = this.#s0, s1 = this.#s1, s2 = this.#s2, s3 = this.#s3;
-    const result = Math.imul(rotl(Math.imul(s1, 5), 7), 9) >>> 0;
-    const t = s1 << 9;
-    let n2 = s2 ^ s0;
-    let n3 = s3 ^ s1;
-    const n1 = s1 ^ n2;
-    const n0 = s0 ^ n3;
-    n2 ^= t;
-    n3 = rotl(n3, 11);
-    this.#s0 = n0 >>> 0;
-    this.#s1 = n1 >>> 0;
-    this.#s2 = n2 >>> 0;
-    this.#s3 = n3 >>> 0;
-    return result;
-  }
-
-  /** Uniform in [0, 1) with 53 random bits. */
-  nextFloat(): number {
-    const hi = this.nextUint32() >>> 5; // 27 bits
-    const lo = this.nextUint32() >>> 6; // 26 bits
-    return (hi * 67108864 + lo) / 9007199254740992;
-  }
-}
-
-function rotl(x: number, k: number): number {
-  return (x << k) | (x >>> (32 - k));
 }

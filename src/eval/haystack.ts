@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RequestError } from '../errors.js';
 import type { Tokenizer } from '../model/tokenizer.js';
+import { Xoshiro128 } from '../random.js';
 
 /** `data/stories-haystack.txt`: 100k tokens of stories260K's stories (see data/README.md). */
 export const BUILTIN_HAYSTACK = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'data', 'stories-haystack.txt');
@@ -32,38 +33,14 @@ function hashString(text: string, h = 0x811c9dc5): number {
 }
 
 /**
- * A small seeded PRNG (xoshiro128**, state filled by splitmix32). `new SeededRandom(seed, 'ruler', task, i)`
+ * The project's PRNG (`src/random.ts`) seeded from a seed and labels: `new SeededRandom(seed, 'ruler', task, i)`
  * gives a stream that depends on the seed and every label, so samples can be drawn independently of order.
  */
-export class SeededRandom {
-  private s0: number;
-  private s1: number;
-  private s2: number;
-  private s3: number;
-
+export class SeededRandom extends Xoshiro128 {
   constructor(seed: number, ...labels: (string | number)[]) {
     let h = hashString(String(seed));
     for (const label of labels) h = hashString(`\u0000${label}`, h);
-    let x = h;
-    const next = (): number => {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      return (z ^ (z >>> 16)) >>> 0;
-    };
-    this.s0 = next(); this.s1 = next(); this.s2 = next(); this.s3 = next();
-  }
-
-  /** A uniform 32-bit unsigned integer. */
-  uint32(): number {
-    const result = Math.imul(rotl(Math.imul(this.s1, 5) >>> 0, 7), 9) >>> 0;
-    const t = (this.s1 << 9) >>> 0;
-    this.s2 ^= this.s0; this.s3 ^= this.s1; this.s1 ^= this.s2; this.s0 ^= this.s3;
-    this.s2 = (this.s2 ^ t) >>> 0;
-    this.s3 = rotl(this.s3, 11);
-    this.s0 >>>= 0; this.s1 >>>= 0;
-    return result;
+    super(h);
   }
 
   /** Uniform in [0, 1). */
@@ -107,10 +84,6 @@ export class SeededRandom {
     const variant = ((parseInt(hex[16], 16) & 0x3) | 0x8).toString(16);
     return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
   }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
