@@ -6,7 +6,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Model } from '../src/engine/model.js';
 import { decodeStep, prefill } from '../src/engine/forward.js';
@@ -14,24 +13,11 @@ import { generate } from '../src/engine/generate.js';
 import { ropeFrequencies } from '../src/model/config.js';
 import { resolvePolicy, METHODS, type CompressionSpec } from '../src/compress/registry.js';
 import { ConfigError } from '../src/errors.js';
-import { writeRandomCheckpoint } from '../src/bench/random-checkpoint.js';
-import { FIXTURES, STORIES, argmax, recording, storyText } from './helpers.js';
+import { FIXTURES, HAYSTACK, STORIES, randomModel, recording, storyText } from './helpers.js';
+import { argmax } from '../src/engine/sampling.js';
 
 const stories = Model.load(STORIES, { threads: 1 });
 const longPrompt = storyText(3300); // about 1,500 stories260K tokens
-
-/** A small random checkpoint of the given attention shape (weights seeded; written once per process). */
-async function randomModel(name: string, layers: number, heads: number, kvHeads: number): Promise<Model> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `fastkv-${name}-`));
-  writeRandomCheckpoint(dir, {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64, intermediate_size: 96,
-    num_hidden_layers: layers, num_attention_heads: heads, num_key_value_heads: kvHeads, head_dim: 16,
-    vocab_size: 512, max_position_embeddings: 4096, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: true,
-    bos_token_id: 1, eos_token_id: 2,
-  }, 11);
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(STORIES, f), path.join(dir, f));
-  return Model.load(dir, { threads: 1 });
-}
 
 /** Greedy decode of `steps` tokens after a prefill; returns every logits row (prefill's first). */
 async function greedyLogits(model: Model, ids: number[], spec: CompressionSpec, steps: number): Promise<Float32Array[]> {
@@ -104,7 +90,7 @@ test('fastkv proportional mode: floor(N·retainRate) entries per KV head, floor(
 });
 
 test('with one query head per KV head and kernel 1, fastkv selects exactly what snapkv selects', async () => {
-  const model = await randomModel('g1', 3, 4, 4);
+  const model = await randomModel({ num_hidden_layers: 3, num_attention_heads: 4, num_key_value_heads: 4 }, 11);
   const ids = Array.from({ length: 300 }, (_, i) => 3 + ((i * 37) % 500));
   const opts = { retainRate: 0.2, kernelSize: 1 };
   const fast = await prefill(model, Int32Array.from(ids), { policy: resolvePolicy({ method: 'fastkv', tspRate: 1, ...opts }, model.config) });
@@ -194,7 +180,7 @@ test('H2O accumulated attention equals the causal attention summed over every qu
 test('after compression, decoding continues at positions N, N+1, ... (checked against recomputing the kept tokens)', async () => {
   // One layer and one KV head: the kept entries are then exactly what a prefill of the kept tokens alone,
   // at their original positions, would cache; so the compressed run must match that recomputation.
-  const model = await randomModel('l1', 1, 2, 1);
+  const model = await randomModel({ num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1 }, 11);
   const ids = Array.from({ length: 120 }, (_, i) => 3 + ((i * 53) % 500));
   for (const spec of [{ method: 'streamingllm', budget: 40 }, { method: 'snapkv', budget: 40 }] as CompressionSpec[]) {
     const steps = 4;
@@ -244,7 +230,7 @@ test('reported KV bytes = Σ layers entries × KV heads × head_dim × 2 × 4', 
 test('every method on a ~1,500-token story prompt writes story words and reports its budgets', async () => {
   const model = await stories;
   const prompt = longPrompt;
-  const vocabulary = new Set(fs.readFileSync(path.join(path.dirname(STORIES), '..', 'data', 'stories-haystack.txt'), 'utf8').toLowerCase().match(/[a-z]+/g));
+  const vocabulary = new Set(fs.readFileSync(HAYSTACK, 'utf8').toLowerCase().match(/[a-z]+/g));
   for (const method of METHODS) {
     const r = await generate(model, prompt, { maxTokens: 48, compression: { method }, maxContext: 4096 });
     const words = r.text.toLowerCase().match(/[a-z]+/g) ?? [];

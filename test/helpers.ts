@@ -16,14 +16,11 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
-/** Index of the largest value (lowest index on ties). */
-export function argmax(a: ArrayLike<number>, start = 0, end = a.length): number {
-  let best = start;
-  for (let i = start + 1; i < end; i++) if (a[i] > a[best]) best = i;
-  return best - start;
-}
 
 import fs from 'node:fs';
+import os from 'node:os';
+import { Model } from '../src/engine/model.js';
+import { writeRandomCheckpoint } from '../src/bench/random-checkpoint.js';
 import type { CompressionPolicy, LayerDecision, LayerInput } from '../src/compress/policy.js';
 
 export const HAYSTACK = path.join(ROOT, 'data', 'stories-haystack.txt');
@@ -45,8 +42,7 @@ export function recording(policy: CompressionPolicy): { policy: CompressionPolic
   return {
     layers,
     policy: {
-      name: policy.name,
-      queryWindow: policy.queryWindow,
+      ...policy,
       begin(config, promptLength) {
         const run = policy.begin(config, promptLength);
         return {
@@ -59,4 +55,20 @@ export function recording(policy: CompressionPolicy): { policy: CompressionPolic
       },
     },
   };
+}
+
+/**
+ * Loads a small checkpoint with seeded random weights: a 64-wide Llama unless `config` overrides fields of its
+ * config.json (layers, heads, architecture, sliding window...); stories260K's tokenizer.
+ */
+export async function randomModel(config: Record<string, unknown>, seed: number): Promise<Model> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fastkv-random-'));
+  writeRandomCheckpoint(dir, {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64, intermediate_size: 96,
+    num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, vocab_size: 512,
+    max_position_embeddings: 4096, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: true,
+    bos_token_id: 1, eos_token_id: 2, ...config,
+  }, seed);
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(STORIES, f), path.join(dir, f));
+  return Model.load(dir, { threads: 1 });
 }

@@ -9,7 +9,8 @@ import { Model } from '../src/engine/model.js';
 import { prefill, decodeStep } from '../src/engine/forward.js';
 import { ropeFrequencies } from '../src/model/config.js';
 import { SafetensorsStore } from '../src/model/safetensors.js';
-import { FIXTURES, TINY_MODELS, argmax, maxAbsDiff } from './helpers.js';
+import { FIXTURES, TINY_MODELS, maxAbsDiff } from './helpers.js';
+import { argmax } from '../src/engine/sampling.js';
 
 const TOLERANCE = 1e-3;
 

@@ -7,15 +7,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import fs from 'node:fs';
 import { Model } from '../engine/model.js';
 import { prefill } from '../engine/forward.js';
 import { METHODS, resolvePolicy, type CompressionSpec } from './registry.js';
-import type { CompressionPolicy, LayerDecision } from './policy.js';
+import { STORIES, recording, storyText } from '../../test/helpers.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 interface Row {
   method: string;
@@ -44,24 +40,8 @@ test('the contract table covers every registered method', () => {
   assert.deepEqual(TABLE.map((r) => r.method).sort(), [...METHODS].sort());
 });
 
-const modelPromise = Model.load(path.join(ROOT, 'models', 'stories260K'), { threads: 1 });
-const text = fs.readFileSync(path.join(ROOT, 'data', 'stories-haystack.txt'), 'utf8').slice(0, 1600);
-
-function record(policy: CompressionPolicy) {
-  const decisions: { n: number; positionIds: Int32Array; decision: LayerDecision }[] = [];
-  const wrapped: CompressionPolicy = {
-    ...policy,
-    begin: (config, N) => {
-      const run = policy.begin(config, N);
-      return { layer: async (input) => {
-        const decision = await run.layer(input);
-        decisions.push({ n: input.numRows, positionIds: input.positionIds, decision });
-        return decision;
-      } };
-    },
-  };
-  return { wrapped, decisions };
-}
+const modelPromise = Model.load(STORIES, { threads: 1 });
+const text = storyText(1600);
 
 function assertAscendingInRange(rows: Int32Array, n: number, what: string): void {
   for (let i = 0; i < rows.length; i++) {
@@ -77,12 +57,12 @@ for (const row of TABLE) {
       const model = await modelPromise;
       const ids = Int32Array.from(model.tokenizer.encode(text));
       const N = ids.length;
-      const { wrapped, decisions } = record(resolvePolicy(spec, model.config));
+      const { policy: wrapped, layers: decisions } = recording(resolvePolicy(spec, model.config));
       const run = await prefill(model, ids, { policy: wrapped });
       const bound = Math.max((options.budget as number | undefined) ?? Math.floor(N * ((options.retainRate as number | undefined) ?? 0.1)) + 1, 9);
       const w = row.window(options);
       let cacheLayer = 0;
-      for (const { n, positionIds, decision } of decisions) {
+      for (const { input: { numRows: n, positionIds }, decision } of decisions) {
         if (decision.kind === 'restart') {
           assertAscendingInRange(decision.tokens, N, 'restart tokens');
           assert.ok(decision.tokens.length <= bound);
