@@ -10,7 +10,6 @@ import os from 'node:os';
 import { Model } from '../engine/model.js';
 import { decodeStep, prefill } from '../engine/forward.js';
 import { argmax } from '../engine/sampling.js';
-import type { Session } from '../engine/ort.js';
 import { ropeFrequencies, type ModelConfig } from '../model/config.js';
 import { RequestError } from '../errors.js';
 import { countParameters, type ParameterCount } from './random-checkpoint.js';

@@ -85,7 +85,6 @@ export class Sampler {
   #stamp = 0;
   /** Top-k heap: logits and ids of the k best so far, smallest logit at the root. */
   #heapValues = new Float32Array(0);
-  #heapIds = new Int32Array(0);
 
   /**
    * @param vocabSize length of the logits rows (buffers are sized for it and grow if a row is longer).
@@ -191,7 +190,6 @@ export class Sampler {
   #topK(logits: Float32Array, k: number): number {
     if (this.#heapValues.length < k) {
       this.#heapValues = new Float32Array(k);
-      this.#heapIds = new Int32Array(k);
     }
     const hv = this.#heapValues;
     let size = 0;

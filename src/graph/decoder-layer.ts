@@ -94,7 +94,6 @@ export function buildAttentionGraph(c: ModelConfig, attentionScaling: number): U
   const g = new GraphBuilder('attention');
   const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: d } = c;
   const qSize = H * d;
-  const kvSize = Hkv * d;
   const hidden = g.input(ATTN.hidden, 'float', ['n', D]);
   const positionIds = g.input(ATTN.positionIds, 'int64', ['n']);
   const invFreq = g.input(ATTN.invFreq, 'float', [d / 2]);
