@@ -33,6 +33,18 @@ test('generate streams text to stdout', () => {
   assert.match(r.stderr, /TTFT/);
 });
 
+test('bin/fastkv.js is an executable entry point that starts the compiled CLI', () => {
+  const bin = path.join(ROOT, 'bin', 'fastkv.js');
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  assert.equal(pkg.bin.fastkv, 'bin/fastkv.js');
+  assert.ok(fs.readFileSync(bin, 'utf8').startsWith('#!/usr/bin/env node\n'), 'shebang');
+  assert.equal(fs.statSync(bin).mode & 0o111, 0o111, 'execute bits');
+  // Run as the shell would (no `node` in front), so the shebang and the mode are what make it start.
+  const r = spawnSync(bin, ['--version'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, `fastkv ${pkg.version}\n`);
+});
+
 test('help describes every option', () => {
   const top = fastkv('--help');
   assert.equal(top.code, 0);
