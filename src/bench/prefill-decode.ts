@@ -92,8 +92,18 @@ export interface BenchReport {
   /** The reference matmul x [m, k] · Wᵀ, W [n, k]; `gflops` lists every rate measured, in order. */
   matmul: { m: number; k: number; n: number; what: string; threads: number; repeats: number; gflops: number[] };
   results: LengthResult[];
-  machine: { cpu: string; cores: number; totalMemoryBytes: number; node: string; platform: string };
+  machine: MachineInfo;
   date: string;
+}
+
+/** The machine a benchmark ran on, written into its JSON (and the captions of `fastkv report`). */
+export interface MachineInfo { cpu: string; cores: number; totalMemoryBytes: number; node: string; platform: string }
+
+export function machineInfo(): MachineInfo {
+  return {
+    cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), totalMemoryBytes: os.totalmem(),
+    node: process.version, platform: `${process.platform}-${process.arch}`,
+  };
 }
 
 /**
@@ -278,10 +288,7 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
       loadSeconds,
       matmul,
       results,
-      machine: {
-        cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), totalMemoryBytes: os.totalmem(),
-        node: process.version, platform: `${process.platform}-${process.arch}`,
-      },
+      machine: machineInfo(),
       date: new Date().toISOString(),
     };
   } finally {

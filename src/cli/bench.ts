@@ -8,7 +8,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { RequestError } from '../errors.js';
 import { SHAPES, writeRandomCheckpoint } from '../bench/random-checkpoint.js';
-import { DEFAULT_DECODE_TOKENS, DEFAULT_LENGTHS, formatReport, runPrefillDecodeBench } from '../bench/prefill-decode.js';
+import { DEFAULT_DECODE_TOKENS, DEFAULT_LENGTHS, formatReport, machineInfo, runPrefillDecodeBench } from '../bench/prefill-decode.js';
 import { runMethodsBench, formatMethods } from '../bench/methods.js';
 import { Model } from '../engine/model.js';
 import { resolvePolicy, specsFor } from '../compress/registry.js';
@@ -128,7 +128,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
     });
     progressDone();
     await model.dispose();
-    const out = { label, model: dir, threads: model.threads, results: results.map(({ layers, ...r }) => ({ ...r, rowsPerLayer: layers.map((l) => l.rows), keptPerLayer: layers.map((l) => l.kept) })) };
+    const out = { label, model: dir, threads: model.threads, machine: machineInfo(), date: new Date().toISOString(), results: results.map(({ layers, ...r }) => ({ ...r, rowsPerLayer: layers.map((l) => l.rows), keptPerLayer: layers.map((l) => l.kept) })) };
     if (jsonTarget === '-') { process.stdout.write(`${JSON.stringify(out, null, 2)}\n`); return; }
     if (jsonTarget !== undefined) fs.writeFileSync(jsonTarget, `${JSON.stringify(out, null, 2)}\n`);
     process.stdout.write(`${label}, ${model.threads} ONNX Runtime threads\n\n${formatMethods(results)}`);

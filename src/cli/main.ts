@@ -15,6 +15,7 @@ Commands:
   generate   Generate text from a prompt (streams to stdout).
   bench      Time prefill and decoding on a benchmark-sized checkpoint with seeded random weights.
   eval       Measure accuracy under compression: niah, ruler, longbench, fidelity.
+  report     Draw the pictures (SVG, PNG) and a Markdown report from bench and eval JSON files.
   help       Show help for a command: fastkv help generate
 
 Run 'fastkv <command> --help' for a command's options.
@@ -30,6 +31,10 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: (
     run: async (argv) => (await import('./bench.js')).benchCommand(argv),
     help: () => 'Run fastkv bench --help\n',
   },
+  report: {
+    run: async (argv) => (await import('./report.js')).reportCommand(argv),
+    help: () => 'Run fastkv report --help\n',
+  },
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -38,7 +43,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === '--version' || command === '-v') { process.stdout.write('fastkv 0.1.0\n'); return 0; }
   if (command === 'help') {
     const entry = rest[0] ? COMMANDS[rest[0]] : undefined;
-    if (rest[0] === 'bench' || rest[0] === 'eval') return main([rest[0], '--help']);
+    if (rest[0] === 'bench' || rest[0] === 'eval' || rest[0] === 'report') return main([rest[0], '--help']);
     process.stdout.write(entry ? entry.help() : HELP);
     return 0;
   }
