@@ -62,3 +62,12 @@ test('LongBench results.json is read by its methods and averages', () => {
   const bad = write('results.json', { model: 'm', benchmark: 'longbench', methods: [{ label: 'full', spec: { method: 'full' } }], average: { full: 'n/a' } });
   assert.throws(() => parseEval(bad), (e: Error) => e.message.includes(bad) && e.message.includes('average.full must be a finite number'));
 });
+
+test('eval files alone give the heatmaps and the accuracy tables, with every column', () => {
+  const evals = ['niah.json', 'ruler.json', 'fidelity.json'].map((f) => parseEval(path.join(FIXTURES, f)));
+  const plan = planReport({ bench: [], evals });
+  assert.deepEqual(plan.figures.map((f) => f.name), ['niah-word-recall', 'niah-string-match']);
+  for (const e of evals) {
+    for (const c of e.columns) assert.ok(plan.markdown.includes(`| ${c.series} | ${c.accuracy.toFixed(1)} |`), `${e.kind} ${c.series}`);
+  }
+});
