@@ -19,6 +19,10 @@ export {
   type GenerateOptions, type GenerateResult, type PromptInput, type StreamChunk, type Timings, type TokenStream,
 } from './engine/generate.js';
 export type { SamplingOptions } from './engine/sampling.js';
+
+/** Compressed contexts: prefill and compress a document once, continue it with many questions, save and load it. */
+export { compressContext, CompressedContext, type ContextInput, type ContextOptions } from './engine/context.js';
+export { loadContext, modelFingerprint } from './engine/context-file.js';
 export type { FinishReason } from './engine/stop.js';
 
 /** The lower-level passes: layer-major prefill under a policy, and one cached decode step. */

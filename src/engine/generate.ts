@@ -9,6 +9,7 @@ import { ropeFrequencies } from '../model/config.js';
 import { TextStreamer, type ChatMessage } from '../model/tokenizer.js';
 import type { CompressionPolicy } from '../compress/policy.js';
 import { resolvePolicy, type CompressionSpec } from '../compress/registry.js';
+import { continuationIds, continueContext, type CompressedContext } from './context.js';
 import { decodeStep, prefill, type LayerStats } from './forward.js';
 import type { Model } from './model.js';
 import { Sampler, validateSampling, type SamplingOptions } from './sampling.js';
@@ -36,10 +37,18 @@ export interface GenerateOptions extends SamplingOptions {
   signal?: AbortSignal;
   /** Prefill progress: called after each layer with the rows it processed. */
   onPrefillLayer?: (layer: number, numLayers: number, rows: number) => void;
+  /**
+   * Continue a compressed context (see `compressContext`): the prompt's tokens follow the context's, which is
+   * left unchanged. The context's compression applies; `compression` must not be given too.
+   */
+  context?: CompressedContext;
 }
 
 export interface Timings {
+  /** Tokens prefilled by this call (after the context's, when one is continued). */
   promptTokens: number;
+  /** Tokens of the compressed context continued (0 without one). */
+  contextTokens: number;
   generatedTokens: number;
   /** Prefill (all layers, policy included) plus sampling the first token. */
   timeToFirstTokenMs: number;
@@ -126,27 +135,35 @@ export function stream(model: Model, prompt: PromptInput, options: GenerateOptio
 async function* run(model: Model, prompt: PromptInput, options: GenerateOptions): AsyncGenerator<StreamChunk, GenerateResult> {
   const config = model.config;
   const sampling = validateSampling(options);
+  const context = options.context;
+  if (context && options.compression !== undefined) {
+    throw new RequestError('give either a context (already compressed) or compression, not both');
+  }
   const policy = resolvePolicy(options.compression, config);
-  const promptIds = encodePrompt(model, prompt, options);
+  const promptIds = context ? continuationIds(model, context, prompt, options.chat) : encodePrompt(model, prompt, options);
+  const contextTokens = context ? context.tokens : 0;
   const maxContext = options.maxContext ?? config.maxPositionEmbeddings;
   if (!Number.isSafeInteger(maxContext) || maxContext < 1) throw new RequestError(`maxContext must be a positive integer, got ${maxContext}`);
-  if (promptIds.length > maxContext) {
-    throw new RequestError(`the prompt has ${promptIds.length} tokens, more than the limit of ${maxContext} ` +
+  if (contextTokens + promptIds.length > maxContext) {
+    throw new RequestError(`the prompt has ${promptIds.length} tokens${context ? ` after a context of ${contextTokens}` : ''}, ` +
+      `more than the limit of ${maxContext} ` +
       `(max_position_embeddings in config.json; raise it with maxContext / --max-context at your own risk)`);
   }
   const requested = options.maxTokens ?? 256;
   if (!Number.isSafeInteger(requested) || requested < 0) throw new RequestError(`maxTokens must be an integer >= 0, got ${requested}`);
-  const maxTokens = Math.min(requested, maxContext - promptIds.length);
+  const maxTokens = Math.min(requested, maxContext - contextTokens - promptIds.length);
 
   const sampler = new Sampler(sampling, config.vocabSize);
   const stop = new StopCondition({ eosTokenIds: options.ignoreEos ? [] : model.eosTokenIds, stopStrings: options.stop, maxTokens });
-  const streamer = model.hasTokenizer ? new TextStreamer(model.tokenizer, promptIds) : null;
-  const history = [...promptIds];
+  const history = context ? [...context.ids, ...promptIds] : [...promptIds];
+  const streamer = model.hasTokenizer ? new TextStreamer(model.tokenizer, history) : null;
   const outputIds: number[] = [];
   let text = '';
 
   const t0 = performance.now();
-  const pre = await prefill(model, Int32Array.from(promptIds), { policy, decodeCapacity: maxTokens, onLayer: options.onPrefillLayer });
+  const pre = context
+    ? await continueContext(model, context, promptIds, maxTokens)
+    : await prefill(model, Int32Array.from(promptIds), { policy, decodeCapacity: maxTokens, onLayer: options.onPrefillLayer });
   const prefillEnd = performance.now();
   const kvAfterPrefill = pre.cache.bytes;
   const { invFreq } = ropeFrequencies(config, pre.nextPosition + maxTokens);
@@ -172,14 +189,15 @@ async function* run(model: Model, prompt: PromptInput, options: GenerateOptions)
   return {
     text, promptIds, outputIds,
     finishReason: stop.finishReason ?? 'stop',
-    method: policy.name,
+    method: context ? context.method : policy.name,
     seed: sampling.seed,
     layers: pre.layers,
     timings: {
       promptTokens: promptIds.length,
+      contextTokens,
       generatedTokens: outputIds.length,
       timeToFirstTokenMs: maxTokens > 0 ? ttft : prefillMs,
-      prefillTokensPerSecond: promptIds.length / (prefillMs / 1000),
+      prefillTokensPerSecond: prefillMs > 0 ? promptIds.length / (prefillMs / 1000) : 0,
       decodeMs,
       decodeTokensPerSecond: decodeMs > 0 ? (outputIds.length - 1) / (decodeMs / 1000) : 0,
       policyMs: pre.policyMs,

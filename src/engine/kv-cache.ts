@@ -98,6 +98,44 @@ export class LayerCache {
   get bytes(): number {
     return this.length * this.numKvHeads * this.headDim * 2 * 4;
   }
+
+  /**
+   * A copy of the entries held, with room for `extra` more per head: a saved context is never written, each
+   * request continues on its own copy.
+   */
+  clone(extra: number): LayerCache {
+    const copy = new LayerCache(this.numKvHeads, this.length + extra, this.headDim, this.group);
+    const d = this.headDim;
+    for (let h = 0; h < this.numKvHeads; h++) {
+      const src = h * this.capacity, dst = h * copy.capacity;
+      copy.keys.set(this.keys.subarray(src * d, (src + this.length) * d), dst * d);
+      copy.values.set(this.values.subarray(src * d, (src + this.length) * d), dst * d);
+      copy.positions.set(this.positions.subarray(src, src + this.length), dst);
+      copy.mask.set(this.mask.subarray(src, src + this.length), dst);
+    }
+    copy.expired.set(this.expired);
+    copy.length = this.length;
+    return copy;
+  }
+
+  /**
+   * A cache holding `length` entries per head given packed ([numKvHeads, length, headDim] keys and values,
+   * [numKvHeads, length] positions), plus room for `extra` (a context file being loaded).
+   */
+  static fromEntries(numKvHeads: number, headDim: number, group: number, length: number, keys: Float32Array,
+    values: Float32Array, positions: Int32Array, extra = 0): LayerCache {
+    const cache = new LayerCache(numKvHeads, length + extra, headDim, group);
+    const d = headDim;
+    for (let h = 0; h < numKvHeads; h++) {
+      const dst = h * cache.capacity;
+      cache.keys.set(keys.subarray(h * length * d, (h + 1) * length * d), dst * d);
+      cache.values.set(values.subarray(h * length * d, (h + 1) * length * d), dst * d);
+      cache.positions.set(positions.subarray(h * length, (h + 1) * length), dst);
+      cache.mask.fill(0, dst, dst + length);
+    }
+    cache.length = length;
+    return cache;
+  }
 }
 
 export class KvCache {
@@ -124,6 +162,12 @@ export class KvCache {
     let total = 0;
     for (const c of this.layers) total += c ? c.bytes : 0;
     return total;
+  }
+  /** A copy of every layer with room for `extra` more entries per head (see {@link LayerCache.clone}). */
+  clone(extra: number): KvCache {
+    const copy = new KvCache(this.config);
+    this.layers.forEach((c, l) => { copy.layers[l] = c ? c.clone(extra) : null; });
+    return copy;
   }
   /** Entries per KV head in each layer. */
   get lengths(): number[] {
