@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { ROOT, STORIES } from './helpers.js';
 
@@ -79,4 +80,32 @@ test('a prompt longer than the context limit is refused with both numbers', () =
   const r = fastkv('generate', '--prompt', long, '--max-tokens', '1');
   assert.equal(r.code, 2);
   assert.match(r.stderr, /more than the limit of 512/);
+});
+
+test('compress saves a context that generate --context continues as if given the whole prompt', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fastkv-cli-context-'));
+  const doc = path.join(dir, 'doc.txt');
+  fs.writeFileSync(doc, reference.prompt);
+  const out = path.join(dir, 'doc.kv');
+  const c = fastkv('compress', '--prompt-file', doc, '--out', out, '--threads', '1');
+  assert.equal(c.code, 0, c.stderr);
+  assert.match(c.stdout, new RegExp(`\\[full\\] ${reference.prompt_ids.length} tokens, KV cache [0-9.]+ KiB, TTFT \\(prefill\\) [0-9.]+ ms`));
+  const r = fastkv('generate', '--context', out, '--prompt', '', '--max-tokens', '20', '--json', '--threads', '1');
+  assert.equal(r.code, 0, r.stderr);
+  const json = JSON.parse(r.stdout);
+  assert.equal(json.context_tokens, reference.prompt_ids.length);
+  assert.deepEqual(json.output_ids, reference.greedy_ids.slice(reference.prompt_ids.length, reference.prompt_ids.length + 20));
+
+  const bad: [string[], RegExp][] = [
+    [['compress', '--prompt', 'x', '--out', path.join(dir, 'missing', 'x.kv')], /folder .*missing does not exist/],
+    [['compress', '--prompt', 'x'], /--out/],
+    [['generate', '--context', out, '--prompt', 'x', '--method', 'snapkv'], /leave out --method/],
+    [['generate', '--context', doc, '--prompt', 'x'], /doc\.txt/],
+  ];
+  for (const [args, pattern] of bad) {
+    const e = fastkv(...args);
+    assert.notEqual(e.code, 0, `${args.join(' ')} should fail`);
+    assert.match(e.stderr, pattern);
+    assert.doesNotMatch(e.stderr, /unexpected error/);
+  }
 });

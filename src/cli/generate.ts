@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { RequestError } from '../errors.js';
 import { Model } from '../engine/model.js';
 import { stream, type GenerateOptions } from '../engine/generate.js';
+import { loadContext } from '../engine/context-file.js';
 import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
 import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionFromFlags } from './compression-flags.js';
 
@@ -22,6 +23,8 @@ Model and prompt:
   --chat                 Apply the model's chat template (the prompt becomes a user message).
   --system TEXT          System message (with --chat).
   --max-context N        Longest prompt + output allowed (default: max_position_embeddings).
+  --context FILE         Continue a compressed context saved by 'fastkv compress': the prompt follows the
+                         context's tokens (with --chat, as a user message after the context's messages).
 
 Sampling:
   --max-tokens N         Most tokens to generate (default 256).
@@ -51,6 +54,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
       'top-p': { type: 'string' }, 'min-p': { type: 'string' }, 'repetition-penalty': { type: 'string' },
       seed: { type: 'string' }, stop: { type: 'string', multiple: true }, 'ignore-eos': { type: 'boolean' },
       threads: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      context: { type: 'string' },
       ...COMPRESSION_FLAGS,
     },
     strict: true,
@@ -60,6 +64,9 @@ export async function generateCommand(argv: string[]): Promise<void> {
     throw new RequestError('give exactly one of --prompt TEXT or --prompt-file FILE (see fastkv generate --help)');
   }
   const prompt = values.prompt ?? readPromptFile(values['prompt-file']!);
+  if (values.context !== undefined && values.method !== undefined) {
+    throw new RequestError('--context continues an already compressed context; leave out --method and its options');
+  }
   const options: GenerateOptions = {
     chat: values.chat, system: values.system, stop: values.stop, ignoreEos: values['ignore-eos'],
     maxTokens: numberFlag(values, 'max-tokens', { integer: true, min: 0 }),
@@ -79,6 +86,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
     onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
   });
   progressDone();
+  if (values.context !== undefined) options.context = await loadContext(model, values.context);
 
   const tokens = stream(model, prompt, options);
   for await (const chunk of tokens) if (!values.json) process.stdout.write(chunk.text);
@@ -86,7 +94,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
   if (values.json) {
     process.stdout.write(JSON.stringify({
       text: r.text, prompt_ids: r.promptIds, output_ids: r.outputIds, finish_reason: r.finishReason,
-      method: r.method, seed: r.seed, timings: r.timings,
+      method: r.method, seed: r.seed, context_tokens: r.timings.contextTokens, timings: r.timings,
       layers: r.layers.map((l) => ({ rows: l.rows, kept_per_kv_head: l.kept })),
     }, null, 2) + '\n');
   } else {
@@ -99,7 +107,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
   await model.dispose();
 }
 
-function readPromptFile(file: string): string {
+export function readPromptFile(file: string): string {
   try {
     return fs.readFileSync(file === '-' ? 0 : file, 'utf8');
   } catch (cause) {

@@ -13,6 +13,8 @@ Usage: fastkv <command> [options]
 
 Commands:
   generate   Generate text from a prompt (streams to stdout).
+  compress   Prefill and compress a document once; save the context for generate --context and serve.
+  serve      An OpenAI-compatible HTTP server with per-request compression, contexts and a playground page.
   bench      Time prefill and decoding on a benchmark-sized checkpoint with seeded random weights.
   eval       Measure accuracy under compression: niah, ruler, longbench, fidelity.
   report     Draw the pictures (SVG, PNG) and a Markdown report from bench and eval JSON files.
@@ -23,6 +25,14 @@ Run 'fastkv <command> --help' for a command's options.
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: () => string }> = {
   generate: { run: generateCommand, help: () => GENERATE_HELP },
+  compress: {
+    run: async (argv) => (await import('./compress.js')).compressCommand(argv),
+    help: () => 'Run fastkv compress --help\n',
+  },
+  serve: {
+    run: async (argv) => (await import('./serve.js')).serveCommand(argv),
+    help: () => 'Run fastkv serve --help\n',
+  },
   eval: {
     run: async (argv) => (await import('./eval.js')).evalCommand(argv),
     help: () => 'Run fastkv eval --help\n',
@@ -43,7 +53,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === '--version' || command === '-v') { process.stdout.write('fastkv 0.1.0\n'); return 0; }
   if (command === 'help') {
     const entry = rest[0] ? COMMANDS[rest[0]] : undefined;
-    if (rest[0] === 'bench' || rest[0] === 'eval' || rest[0] === 'report') return main([rest[0], '--help']);
+    if (['bench', 'eval', 'report', 'compress', 'serve'].includes(rest[0])) return main([rest[0], '--help']);
     process.stdout.write(entry ? entry.help() : HELP);
     return 0;
   }

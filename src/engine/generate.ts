@@ -139,6 +139,9 @@ async function* run(model: Model, prompt: PromptInput, options: GenerateOptions)
   if (context && options.compression !== undefined) {
     throw new RequestError('give either a context (already compressed) or compression, not both');
   }
+  if (context && options.system !== undefined) {
+    throw new RequestError('a system message cannot follow a context: put it in the messages the context is built from');
+  }
   const policy = resolvePolicy(options.compression, config);
   const promptIds = context ? continuationIds(model, context, prompt, options.chat) : encodePrompt(model, prompt, options);
   const contextTokens = context ? context.tokens : 0;
