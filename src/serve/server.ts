@@ -170,6 +170,7 @@ export class FastKVServer {
     app.onError((error, c) => {
       const e = toApiError(error);
       if (e.status >= 500) options.log?.(`error: ${(error as Error)?.stack ?? String(error)}`);
+      if (e.status === 429) c.header('Retry-After', '1');
       return c.json(errorBody(e), e.status);
     });
     app.notFound((c) => c.json(errorBody(new ApiError(404, `no route ${c.req.method} ${c.req.path}`, null, 'unknown_route')), 404));
