@@ -54,6 +54,13 @@ test('help describes every option', () => {
   for (const flag of ['--model', '--prompt', '--prompt-file', '--chat', '--max-tokens', '--temperature', '--top-p', '--top-k', '--seed', '--threads', '--json', '--method']) {
     assert.ok(help.stdout.includes(flag), `generate --help lacks ${flag}`);
   }
+  assert.match(help.stdout, /--context FILE/);
+  const compress = fastkv('compress', '--help');
+  for (const flag of ['--prompt-file', '--out', '--chat', '--method', '--retain-rate']) assert.ok(compress.stdout.includes(flag), `compress --help lacks ${flag}`);
+  const serve = fastkv('help', 'serve');
+  for (const flag of ['--host', '--port', '--api-key', '--parallel', '--max-queue', '--max-prompt-tokens', '--max-body-bytes', '--context-dir', '--cors', '--method']) {
+    assert.ok(serve.stdout.includes(flag), `serve --help lacks ${flag}`);
+  }
 });
 
 test('bad input gets an error that names it', () => {

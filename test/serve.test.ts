@@ -188,6 +188,19 @@ test('raw HTTP: each bad request gets its status and an OpenAI-shaped error nami
     assert.equal(typeof body.error.type, 'string', name);
     if (param !== null) assert.equal(body.error.param, param, name);
   }
+  const textContext = await (await fetch(`${base}/v1/contexts`, { method: 'POST', headers: auth, body: JSON.stringify({ text: 'Once upon a time' }) })).json();
+  const chatOnText = await fetch(`${base}/v1/chat/completions`, {
+    method: 'POST', headers: auth, body: JSON.stringify({ messages: [{ role: 'user', content: 'x' }], context_id: textContext.id }),
+  });
+  assert.equal(chatOnText.status, 400);
+  const chatOnTextBody = await chatOnText.json();
+  assert.match(chatOnTextBody.error.message, /built from text/);
+  assert.equal(chatOnTextBody.error.param, 'context_id');
+  const withCompression = await fetch(`${base}/v1/completions`, {
+    method: 'POST', headers: auth, body: JSON.stringify({ prompt: 'x', context_id: textContext.id, kv_compression: { method: 'snapkv' } }),
+  });
+  assert.equal(withCompression.status, 400);
+  assert.equal((await withCompression.json()).error.param, 'kv_compression');
   const health = await fetch(`${base}/health`);
   assert.equal(health.status, 200, 'health needs no key');
 });

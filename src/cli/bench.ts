@@ -10,6 +10,7 @@ import { RequestError } from '../errors.js';
 import { SHAPES, writeRandomCheckpoint } from '../bench/random-checkpoint.js';
 import { DEFAULT_DECODE_TOKENS, DEFAULT_LENGTHS, formatReport, machineInfo, runPrefillDecodeBench } from '../bench/prefill-decode.js';
 import { runMethodsBench, formatMethods } from '../bench/methods.js';
+import { formatContextReuse, runContextReuseBench } from '../bench/context-reuse.js';
 import { Model } from '../engine/model.js';
 import { resolvePolicy, specsFor } from '../compress/registry.js';
 import { numberFlag, progressDone, progressLine } from './args.js';
@@ -39,6 +40,11 @@ Options:
   --methods LIST        compare methods against full instead (e.g. full,fastkv,snapkv,gemfilter,streamingllm):
                         TTFT and decode speedups with their arithmetic bounds, KV bytes, scoring share;
                         lengths default to ${METHOD_LENGTHS.join(',')} and decode tokens to 128
+  --context-reuse       time a question on a saved context instead: per method (--methods, default full,fastkv),
+                        TTFT of document + question prefilled together vs building the context, saving it,
+                        loading the file and asking the question on it (--lengths: the context length,
+                        default 8192; --question-tokens N, default 32)
+  --question-tokens N   question length for --context-reuse
   --retain-rate R, --tsp-rate R, --budget B, ...   method options, as in fastkv generate --help
   --json FILE           also write the results as JSON to FILE; "--json -" prints JSON instead of the table
   -h, --help            show this help
@@ -72,6 +78,8 @@ export async function benchCommand(argv: string[]): Promise<void> {
         'cache-dir': { type: 'string' },
         json: { type: 'string' },
         methods: { type: 'string' },
+        'context-reuse': { type: 'boolean' },
+        'question-tokens': { type: 'string' },
         ...COMPRESSION_FLAGS,
         help: { type: 'boolean', short: 'h' },
       },
@@ -114,6 +122,26 @@ export async function benchCommand(argv: string[]): Promise<void> {
     });
     progressDone();
     if (written.written) process.stderr.write(`wrote ${shape} checkpoint (${(written.bytes / 2 ** 30).toFixed(2)} GiB) to ${dir}\n`);
+  }
+
+  if (values['context-reuse']) {
+    const methods = specsFor((values.methods ?? 'full,fastkv').split(',').map((m) => m.trim()).filter(Boolean), compressionOptionsFromFlags(values));
+    const model = await Model.load(dir, { threads, withoutTokenizer: true, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
+    for (const spec of methods) resolvePolicy(spec, model.config);
+    const contextLengths = values.lengths !== undefined ? lengths : [8192];
+    if (contextLengths.length !== 1) throw new RequestError('--context-reuse takes one context length in --lengths');
+    const results = await runContextReuseBench(model, {
+      contextTokens: contextLengths[0], methods, seed,
+      questionTokens: numberFlag(values, 'question-tokens', { integer: true, min: 1 }) ?? 32,
+      onProgress: (text) => progressLine(`${label}: ${text}`),
+    });
+    progressDone();
+    await model.dispose();
+    const out = { label, model: dir, threads: model.threads, results };
+    if (jsonTarget === '-') { process.stdout.write(`${JSON.stringify(out, null, 2)}\n`); return; }
+    if (jsonTarget !== undefined) fs.writeFileSync(jsonTarget, `${JSON.stringify(out, null, 2)}\n`);
+    process.stdout.write(`${label}, ${model.threads} ONNX Runtime threads\n\n${formatContextReuse(results)}`);
+    return;
   }
 
   if (values.methods !== undefined) {

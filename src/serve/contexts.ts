@@ -61,7 +61,12 @@ export class ContextStore {
   async add(context: CompressedContext): Promise<StoredContext> {
     this.checkRoom();
     const id = `ctx_${randomBytes(12).toString('hex')}`;
-    if (this.dir !== null) await context.save(path.join(this.dir, `${id}.kv`));
+    if (this.dir !== null) {
+      // The folder is the server's: failing to write there is the server's fault (a 500), not the request's.
+      try { await context.save(path.join(this.dir, `${id}.kv`)); } catch (e) {
+        throw new Error(`cannot save context ${id} in ${this.dir}: ${(e as Error).message}`, { cause: e });
+      }
+    }
     const stored = { id, created: Math.floor(Date.now() / 1000), context };
     this.contexts.set(id, stored);
     return stored;

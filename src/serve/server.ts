@@ -86,8 +86,7 @@ function toApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error;
   if (error instanceof BusyError) return new ApiError(429, error.message, null, 'server_busy');
   if (error instanceof ContextLimitError) return new ApiError(429, error.message, null, 'too_many_contexts');
-  if (error instanceof ConfigError) return new ApiError(400, error.message, 'kv_compression');
-  if (error instanceof RequestError) return new ApiError(400, error.message);
+  if (error instanceof ConfigError || error instanceof RequestError) return new ApiError(400, error.message);
   if (error instanceof FastKVError) return new ApiError(500, `${error.code}: ${error.message}`, null, 'backend_error');
   return new ApiError(500, `internal error: ${(error as Error)?.message ?? String(error)}`, null, 'internal_error');
 }
@@ -205,7 +204,7 @@ export class FastKVServer {
       const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
       const job = this.job(body, maxTokens, (context) => (context
         ? this.continuation(context, { messages }, true)
-        : encodePrompt(options.model, { messages })));
+        : FastKVServer.tokenize(() => encodePrompt(options.model, { messages }), 'messages')));
       return this.respond(c, job, 'chat');
     });
 
@@ -215,7 +214,7 @@ export class FastKVServer {
         : typeof body.prompt[0] === 'string' ? body.prompt[0] as string : { ids: body.prompt as number[] };
       const job = this.job(body, body.max_tokens ?? 16, (context) => (context
         ? this.continuation(context, prompt, false)
-        : encodePrompt(options.model, prompt)));
+        : FastKVServer.tokenize(() => encodePrompt(options.model, prompt), 'prompt')));
       return this.respond(c, job, 'text');
     });
 
@@ -247,6 +246,15 @@ export class FastKVServer {
     });
   }
 
+  /** Runs the tokenizer (or chat template); what it refuses is a 400 naming `param`. */
+  private static tokenize(encode: () => number[], param: string): number[] {
+    try {
+      return encode();
+    } catch (e) {
+      throw e instanceof FastKVError && e.code !== 'BACKEND' ? new ApiError(400, e.message, param) : e;
+    }
+  }
+
   private checkModel(model: string | undefined, param: string): void {
     if (model !== undefined && model !== this.modelId) {
       throw new ApiError(404, `the model "${model}" does not exist; this server serves "${this.modelId}"`, param, 'model_not_found');
@@ -262,7 +270,11 @@ export class FastKVServer {
   /** The request's compression (or the server's default), checked against the model. */
   private compression(k: KvCompression | undefined): CompressionSpec | undefined {
     const spec = k ? compressionSpec(k) : this.options.compression;
-    if (spec) resolvePolicy(spec, this.options.model.config);
+    try {
+      if (spec) resolvePolicy(spec, this.options.model.config);
+    } catch (e) {
+      throw e instanceof ConfigError ? new ApiError(400, e.message, 'kv_compression') : e;
+    }
     return spec;
   }
 
@@ -316,7 +328,11 @@ export class FastKVServer {
   private async respond(c: Context, job: Job, kind: 'chat' | 'text'): Promise<Response> {
     const model = this.options.model;
     const signal = AbortSignal.any([c.req.raw.signal, this.shutdown.signal]);
-    const release = await this.scheduler.acquire(signal);
+    const release = await this.scheduler.acquire(signal).catch((e: unknown) => {
+      if (this.shutdown.signal.aborted) throw this.shutdown.signal.reason;
+      if (c.req.raw.signal.aborted) throw new ApiError(400, 'the client closed the request while it waited', null, 'client_closed');
+      throw e;
+    });
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const options = { ...job.options, signal };
