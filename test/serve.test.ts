@@ -238,3 +238,25 @@ test('fastkv serve: SIGTERM cancels the stream in flight, which still ends with 
   const pieces = text.split('\n\n').filter((e) => /"finish_reason":null/.test(e)).length;
   assert.ok(pieces < uninterrupted.outputIds.length / 2, `${pieces} tokens streamed of ${uninterrupted.outputIds.length}: not cancelled`);
 });
+
+test('CORS headers only with --cors; --max-contexts is enforced; a context over --max-prompt-tokens is a 413', async () => {
+  const headers = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json', origin: 'http://example.test' };
+  const plain = await fetch(`${base}/v1/models`, { headers });
+  assert.equal(plain.headers.get('access-control-allow-origin'), null);
+  const tooLong = await fetch(`${base}/v1/contexts`, { method: 'POST', headers, body: JSON.stringify({ text: 'Once upon a time there was a cat. '.repeat(60) }) });
+  assert.equal(tooLong.status, 413);
+  assert.match((await tooLong.json()).error.message, /more than the limit of 400/);
+
+  const other = await start({ cors: 'http://example.test', maxContexts: 1 });
+  try {
+    const allowed = await fetch(`${other.base}/v1/models`, { headers });
+    assert.equal(allowed.headers.get('access-control-allow-origin'), 'http://example.test');
+    const create = () => fetch(`${other.base}/v1/contexts`, { method: 'POST', headers, body: JSON.stringify({ text: 'Once upon a time' }) });
+    assert.equal((await create()).status, 200);
+    const second = await create();
+    assert.equal(second.status, 429);
+    assert.match((await second.json()).error.message, /at most 1 contexts/);
+  } finally {
+    await other.server.close();
+  }
+});
