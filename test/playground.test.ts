@@ -47,7 +47,14 @@ test('the page builds a context from a document, streams the answer to a questio
   const text = storyText(900);
   const question = 'What happened at the end?';
   await page.fill('#api-key', KEY);
-  await page.fill('#document', text);
+  // The document arrives as a file dropped on the text box.
+  const dropped = await page.evaluateHandle((content) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([content], 'story.txt', { type: 'text/plain' }));
+    return transfer;
+  }, text);
+  await page.dispatchEvent('#document', 'drop', { dataTransfer: dropped });
+  await page.waitForFunction((n) => (document.getElementById('document') as HTMLTextAreaElement).value.length === n, text.length);
   await page.selectOption('#method', 'fastkv');
   await page.fill('#retain-rate', '0.3');
   await page.fill('#tsp-rate', '0.5');

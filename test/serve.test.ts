@@ -105,6 +105,8 @@ test('the openai client: a context is created, questioned twice (as generate wit
     assert.equal(r.usage?.prompt_tokens, local.tokens + expected.promptIds.length);
     assert.equal(r.usage?.prompt_tokens_details?.cached_tokens, local.tokens);
   }
+  const shown = await client.get<ContextJson>(`/contexts/${created.id}`);
+  assert.deepEqual([shown.id, shown.tokens, shown.kv_bytes], [created.id, created.tokens, created.kv_bytes]);
   const list = await client.get<{ data: ContextJson[] }>('/contexts');
   assert.ok(list.data.some((c) => c.id === created.id && c.method === 'fastkv'));
   const deleted = await client.delete<{ deleted: boolean }>(`/contexts/${created.id}`);
