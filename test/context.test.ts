@@ -7,11 +7,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { Model } from '../src/engine/model.js';
 import { generate, stream } from '../src/engine/generate.js';
-import { compressContext } from '../src/engine/context.js';
+import { compressContext, continueContext } from '../src/engine/context.js';
+import { prefill } from '../src/engine/forward.js';
 import { loadContext } from '../src/engine/context-file.js';
 import { encodeHeader } from '../src/model/safetensors-write.js';
 import { generateWithQuestionAfter } from '../src/eval/question-after.js';
-import { ROOT, STORIES, randomModel, storyText } from './helpers.js';
+import { ROOT, STORIES, maxAbsDiff, randomModel, storyText } from './helpers.js';
 
 const modelPromise = Model.load(STORIES, { threads: 1 });
 const DOCUMENT = storyText(700);
@@ -167,4 +168,20 @@ test('a save killed mid-write leaves no file under the name', async () => {
   // And a save that completes replaces the name in one step.
   await ctx.save(file);
   assert.equal((await loadContext(model, file)).tokens, ctx.tokens);
+});
+
+test('a question fed after a context gives the logits of prefilling both, with and without a sliding window', async () => {
+  for (const slidingWindow of [null, 6]) {
+    const model = await randomModel({
+      architectures: ['MistralForCausalLM'], model_type: 'mistral', tie_word_embeddings: false, sliding_window: slidingWindow,
+    }, 5);
+    const ids = Array.from({ length: 20 }, (_, i) => 3 + ((i * 37) % 500));
+    const ctx = await compressContext(model, { ids: ids.slice(0, 13) });
+    const continued = await continueContext(model, ctx, ids.slice(13), 4);
+    const whole = await prefill(model, Int32Array.from(ids));
+    assert.ok(maxAbsDiff(continued.logits, whole.logits) < 1e-4, `sliding window ${slidingWindow}`);
+    assert.equal(continued.nextPosition, ids.length);
+    assert.deepEqual(ctx.cache.lengths, Array(model.config.numLayers).fill(13), 'the context kept its entries');
+    await model.dispose();
+  }
 });
