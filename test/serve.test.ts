@@ -172,6 +172,7 @@ test('raw HTTP: each bad request gets its status and an OpenAI-shaped error nami
     ['unknown field', '/v1/chat/completions', { method: 'POST', headers: auth, body: JSON.stringify({ messages: [{ role: 'user', content: 'x' }], tools: [] }) }, 400, /unrecognized request argument supplied: tools/, 'tools'],
     ['unknown compression option', '/v1/completions', { method: 'POST', headers: auth, body: JSON.stringify({ prompt: 'x', kv_compression: { method: 'fastkv', sinks: 4 } }) }, 400, /fastkv: unknown option "sinks"/, 'kv_compression'],
     ['unknown compression method', '/v1/completions', { method: 'POST', headers: auth, body: JSON.stringify({ prompt: 'x', kv_compression: { method: 'zip' } }) }, 400, /unknown compression method "zip"/, 'kv_compression'],
+    ['token id outside the vocabulary', '/v1/completions', { method: 'POST', headers: auth, body: JSON.stringify({ prompt: [1, 99999], stream: true }) }, 400, /token id 99999 at index 1 is outside the vocabulary/, 'prompt'],
     ['n > 1', '/v1/completions', { method: 'POST', headers: auth, body: JSON.stringify({ prompt: 'x', n: 2 }) }, 400, /only n = 1/, 'n'],
     ['oversized body', '/v1/completions', { method: 'POST', headers: auth, body: JSON.stringify({ prompt: 'x'.repeat(100_000) }) }, 413, /larger than 65536 bytes/, null],
     ['prompt too long', '/v1/completions', { method: 'POST', headers: auth, body: JSON.stringify({ prompt: 'Once upon a time there was a cat. '.repeat(60) }) }, 413, /more than the limit of 400/, null],

@@ -306,6 +306,9 @@ export class FastKVServer {
         `leaving no room to generate within the model's ${limit} positions`, null, 'prompt_too_large');
     }
     if (ids.length === 0 && !context) throw new ApiError(400, 'the prompt has no tokens', 'prompt');
+    // Checked here, not in the engine, so that a streamed request is refused before its stream starts.
+    const bad = ids.findIndex((id) => id >= model.config.vocabSize);
+    if (bad >= 0) throw new ApiError(400, `token id ${ids[bad]} at index ${bad} is outside the vocabulary [0, ${model.config.vocabSize})`, 'prompt');
     const stop = body.stop == null ? undefined : typeof body.stop === 'string' ? [body.stop] : body.stop;
     const options: GenerateOptions = {
       maxTokens: maxTokens ?? limit - contextTokens - ids.length,
