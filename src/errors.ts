@@ -9,7 +9,8 @@ export type ErrorCode =
   | 'CONFIG'        // options, config.json, rope parameters
   | 'MODEL_LOAD'    // files, safetensors, dtypes, shards, tensor shapes
   | 'REQUEST'       // prompt too long, bad generation parameters
-  | 'BACKEND';      // ONNX Runtime failed
+  | 'BACKEND'       // ONNX Runtime failed
+  | 'NUMERIC';      // the model produced NaN or infinite logits
 
 export class FastKVError extends Error {
   readonly code: ErrorCode;
@@ -38,4 +39,27 @@ export class RequestError extends FastKVError {
 /** ONNX Runtime reported an error; the original is in `cause`. */
 export class BackendError extends FastKVError {
   constructor(message: string, options?: { cause?: unknown }) { super('BACKEND', message, options); }
+}
+
+/**
+ * The model computed NaN or infinite logits: a NaN or huge weight in the checkpoint, or config values that overflow
+ * float32. Raised instead of sampling from them, which would silently emit token 0 over and over.
+ */
+export class NumericError extends FastKVError {
+  constructor(message: string, options?: { cause?: unknown }) { super('NUMERIC', message, options); }
+}
+
+/**
+ * `text` made safe to print in an error message: control and other non-printing characters escaped as JSON
+ * does (`\n`, `\u001b`), lone surrogates too, and cut to `max` characters with the full length noted.
+ */
+export function printable(text: string, max = 120): string {
+  const cut = text.length > max ? text.slice(0, max) : text;
+  const escaped = cut.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\ud800-\udfff]/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return text.length > max ? `${escaped}... (${text.length} characters)` : escaped;
+}
+
+/** `text` quoted for an error message, escaped and cut as {@link printable} does. */
+export function quoted(text: string, max = 120): string {
+  return `"${printable(text, max)}"`;
 }

@@ -17,6 +17,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseConfig, type ModelConfig } from '../model/config.js';
 import { encodeHeader, writeAll } from '../model/safetensors-write.js';
+import { own } from '../own.js';
 
 /** A Hugging Face `config.json` object. */
 export type HfConfig = Readonly<Record<string, unknown>>;
@@ -213,7 +214,7 @@ export interface WrittenCheckpoint {
 
 function resolveShape(shape: string | HfConfig): { name: string; json: HfConfig } {
   if (typeof shape !== 'string') return { name: 'custom', json: shape };
-  const json = SHAPES[shape];
+  const json = own(SHAPES, shape);
   if (!json) throw new RangeError(`unknown shape "${shape}"; known: ${Object.keys(SHAPES).join(', ')}`);
   return { name: shape, json };
 }

@@ -6,7 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { RequestError } from '../errors.js';
+import { RequestError, quoted } from '../errors.js';
+import { hasOwn } from '../own.js';
 import { SHAPES, writeRandomCheckpoint } from '../bench/random-checkpoint.js';
 import { DEFAULT_DECODE_TOKENS, DEFAULT_LENGTHS, formatReport, machineInfo, runPrefillDecodeBench } from '../bench/prefill-decode.js';
 import { runMethodsBench, formatMethods } from '../bench/methods.js';
@@ -97,7 +98,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
     throw new RequestError('--model and --shape exclude each other: --shape generates a checkpoint, --model uses one');
   }
   const shape = values.shape ?? DEFAULT_SHAPE;
-  if (!(shape in SHAPES)) throw new RequestError(`--shape must be one of ${Object.keys(SHAPES).join(', ')}, got "${shape}"`);
+  if (!hasOwn(SHAPES, shape)) throw new RequestError(`--shape must be one of ${Object.keys(SHAPES).join(', ')}, got ${quoted(shape)}`);
   const lengths = values.lengths !== undefined ? parseLengths(values.lengths) : [...DEFAULT_LENGTHS];
   const decodeTokens = numberFlag(values, 'decode-tokens', { integer: true, min: 0 }) ?? DEFAULT_DECODE_TOKENS;
   const threads = numberFlag(values, 'threads', { integer: true, min: 1, max: 1024 });

@@ -8,7 +8,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, RequestError } from '../errors.js';
+import { ConfigError, RequestError, quoted } from '../errors.js';
+import { own } from '../own.js';
 import { Model } from '../engine/model.js';
 import { METHODS, resolvePolicy, specsFor, type CompressionSpec } from '../compress/registry.js';
 import { fidelityWindows, runFidelity } from '../eval/fidelity.js';
@@ -415,11 +416,12 @@ const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
 export async function evalCommand(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
   if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
-    if (sub === 'help' && rest[0] !== undefined && SUBCOMMANDS[rest[0]]) return SUBCOMMANDS[rest[0]](['--help']);
+    const help = rest[0] === undefined ? undefined : own(SUBCOMMANDS, rest[0]);
+    if (sub === 'help' && help) return help(['--help']);
     process.stdout.write(EVAL_HELP);
     return;
   }
-  const run = SUBCOMMANDS[sub];
-  if (!run) throw new RequestError(`unknown eval subcommand "${sub}"; known: ${Object.keys(SUBCOMMANDS).join(', ')}`);
+  const run = own(SUBCOMMANDS, sub);
+  if (!run) throw new RequestError(`unknown eval subcommand ${quoted(sub)}; known: ${Object.keys(SUBCOMMANDS).join(', ')}`);
   await run(rest);
 }

@@ -4,7 +4,8 @@
  * messages and exit codes (2: bad input or options; 1: anything else).
  * @module
  */
-import { FastKVError } from '../errors.js';
+import { FastKVError, quoted } from '../errors.js';
+import { own } from '../own.js';
 import { GENERATE_HELP, generateCommand } from './generate.js';
 
 const HELP = `fastkv: fast long-prompt LLM inference on Node.js, with FastKV and other KV-cache compression methods.
@@ -52,14 +53,14 @@ async function main(argv: string[]): Promise<number> {
   if (command === undefined || command === '--help' || command === '-h') { process.stdout.write(HELP); return 0; }
   if (command === '--version' || command === '-v') { process.stdout.write('fastkv 0.1.0\n'); return 0; }
   if (command === 'help') {
-    const entry = rest[0] ? COMMANDS[rest[0]] : undefined;
+    const entry = rest[0] ? own(COMMANDS, rest[0]) : undefined;
     if (['bench', 'eval', 'report', 'compress', 'serve'].includes(rest[0])) return main([rest[0], '--help']);
     process.stdout.write(entry ? entry.help() : HELP);
     return 0;
   }
-  const entry = COMMANDS[command];
+  const entry = own(COMMANDS, command);
   if (!entry) {
-    process.stderr.write(`fastkv: unknown command "${command}"\n\n${HELP}`);
+    process.stderr.write(`fastkv: unknown command ${quoted(command)}\n\n${HELP}`);
     return 2;
   }
   await entry.run(rest);

@@ -2,7 +2,8 @@
  * Method names → policy factories. A method has one name everywhere: file, registry key, CLI value, column.
  * @module
  */
-import { ConfigError } from '../errors.js';
+import { ConfigError, quoted } from '../errors.js';
+import { own } from '../own.js';
 import type { ModelConfig } from '../model/config.js';
 import { fastkv } from './fastkv.js';
 import { gemfilter } from './gemfilter.js';
@@ -44,8 +45,8 @@ export const METHOD_OPTIONS: Readonly<Record<string, readonly string[]>> = {
  */
 export function specsFor(methods: readonly string[], shared: Readonly<Record<string, unknown>>): CompressionSpec[] {
   return methods.map((method) => {
-    const known = METHOD_OPTIONS[method];
-    if (!known) throw new ConfigError(`unknown compression method "${method}"; known: ${METHODS.join(', ')}`);
+    const known = own(METHOD_OPTIONS, method);
+    if (!known) throw new ConfigError(`unknown compression method ${quoted(method)}; known: ${METHODS.join(', ')}`);
     const spec: Record<string, unknown> = { method };
     for (const [key, value] of Object.entries(shared)) if (known.includes(key) && value !== undefined) spec[key] = value;
     return spec as CompressionSpec;
@@ -55,14 +56,19 @@ export function specsFor(methods: readonly string[], shared: Readonly<Record<str
 /** Checks a spec's options against the model and returns the policy (full when none is given). */
 export function resolvePolicy(spec: CompressionPolicy | CompressionSpec | undefined, config: ModelConfig): CompressionPolicy {
   if (spec === undefined) return fullPolicy;
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) {
+    throw new ConfigError(`compression must be a policy or { method, ...options }, got ${spec === null ? 'null' : typeof spec}`);
+  }
   if ('begin' in spec && typeof spec.begin === 'function') return spec as CompressionPolicy;
   const { method, ...options } = spec as CompressionSpec;
-  const factory = FACTORIES[method];
-  if (!factory) throw new ConfigError(`unknown compression method "${method}"; known: ${METHODS.join(', ')}`);
+  if (typeof method !== 'string') throw new ConfigError(`compression.method must be a method name; known: ${METHODS.join(', ')}`);
+  const factory = own(FACTORIES, method);
+  const known = own(METHOD_OPTIONS, method);
+  if (!factory || !known) throw new ConfigError(`unknown compression method ${quoted(method)}; known: ${METHODS.join(', ')}`);
   // A typo must not silently fall back to a default.
   for (const key of Object.keys(options)) {
-    if (!METHOD_OPTIONS[method].includes(key)) {
-      throw new ConfigError(`${method}: unknown option "${key}"; known: ${METHOD_OPTIONS[method].join(', ') || 'none'}`);
+    if (!known.includes(key)) {
+      throw new ConfigError(`${method}: unknown option ${quoted(key)}; known: ${known.join(', ') || 'none'}`);
     }
   }
   return factory(options, config);

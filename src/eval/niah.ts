@@ -9,7 +9,8 @@
  * from a seeded draw: that is how the `magic-number` preset speaks the fact format retrieval-3M was trained on.
  * @module
  */
-import { RequestError } from '../errors.js';
+import { RequestError, quoted } from '../errors.js';
+import { own } from '../own.js';
 import { generate } from '../engine/generate.js';
 import type { Model } from '../engine/model.js';
 import type { CompressionSpec } from '../compress/registry.js';
@@ -117,8 +118,8 @@ interface ResolvedNiah {
 
 export function resolveNiahOptions(o: NiahOptions): ResolvedNiah {
   const presetName = o.preset ?? 'reference';
-  const preset = NIAH_PRESETS[presetName];
-  if (!preset) throw new RequestError(`--preset must be one of ${Object.keys(NIAH_PRESETS).join(', ')}, got "${presetName}"`);
+  const preset = own(NIAH_PRESETS, presetName);
+  if (!preset) throw new RequestError(`--preset must be one of ${Object.keys(NIAH_PRESETS).join(', ')}, got ${quoted(presetName)}`);
   const template = o.template ?? preset.template;
   if (!template.includes('{context}') || !template.includes('{question}')) {
     throw new RequestError(`--template must contain {context} and {question}, got ${JSON.stringify(template)}`);
@@ -134,6 +135,9 @@ export function resolveNiahOptions(o: NiahOptions): ResolvedNiah {
   if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new RequestError(`--max-tokens must be an integer >= 1, got ${maxTokens}`);
   const needle = o.needle ?? preset.needle;
   if (needle.trim() === '') throw new RequestError('--needle must not be empty');
+  // An empty answer is found in every output: it would score 100 whatever the model says.
+  if (o.answer !== undefined && o.answer.trim() === '') throw new RequestError('--answer must not be empty');
+  if (o.matchAnswers?.some((a) => a.trim() === '')) throw new RequestError('matchAnswers must not hold an empty answer');
   return {
     needle, question: o.question ?? preset.question, template,
     answer: o.answer ?? preset.answer,

@@ -10,7 +10,8 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ConfigError } from '../errors.js';
+import { ConfigError, quoted } from '../errors.js';
+import { own } from '../own.js';
 
 export type Family = 'llama' | 'mistral' | 'qwen2' | 'qwen3';
 export type RopeType = 'default' | 'linear' | 'dynamic' | 'llama3' | 'yarn';
@@ -108,7 +109,7 @@ export function parseConfig(json: unknown, source: string): ModelConfig {
     const byType = Object.keys(ARCHITECTURES).find((a) => ARCHITECTURES[a] === json.model_type);
     architecture = byType ?? `model_type ${json.model_type}`;
   } else throw new ConfigError(`${source}: neither "architectures" nor "model_type" names the model`);
-  const family = ARCHITECTURES[architecture];
+  const family = own(ARCHITECTURES, architecture);
   if (!family) {
     throw new ConfigError(
       `${source}: unsupported architecture "${architecture}"; supported: ${Object.keys(ARCHITECTURES).join(', ')}`);

@@ -113,7 +113,7 @@ test('missing folder, empty folder, missing tensor, shape mismatch, unsupported 
   throwsLoad(() => store.readF32('model.layers.3.mlp.up_proj.weight.x'), /tensor "model\.layers\.3\.mlp\.up_proj\.weight\.x" not found in .*tiny-qwen2/);
   throwsLoad(() => store.info('nope'), /tensor "nope" not found/);
   throwsLoad(() => store.readF32('model.layers.0.mlp.up_proj.weight', [128, 256]),
-    /tensor model\.layers\.0\.mlp\.up_proj\.weight has shape \[256,128\], expected \[128,256\]/);
+    /tensor "model\.layers\.0\.mlp\.up_proj\.weight" has shape \[256,128\], expected \[128,256\]/);
   const ref = SafetensorsStore.open(path.join(FIXTURE, 'reference.safetensors'));
   throwsLoad(() => ref.readF32('input_ids'), /input_ids/, /I32/);
 });
@@ -159,4 +159,59 @@ test('a truncated checkpoint names the first tensor past the end', () => {
 test('writeSafetensors rejects data that does not match the shape', () => {
   const file = path.join(newDir(), 'bad.safetensors');
   throwsLoad(() => writeSafetensors(file, [{ name: 'w', dtype: 'F32', shape: [2, 2], data: new Float32Array(3) }]), /"w"/, /\[2,2\]/);
+});
+
+test('layouts the format forbids are refused: data must be covered exactly once (as the reference reader)', () => {
+  const dir = newDir();
+  const f = (name: string) => path.join(dir, name);
+  const data = new Uint8Array(32);
+  const t = (begin: number, end: number) => ({ dtype: 'F32', shape: [(end - begin) / 4], data_offsets: [begin, end] });
+  rawFile(f('ok.safetensors'), { a: t(0, 16), b: t(16, 32) }, data);
+  assert.deepEqual(SafetensorsFile.open(f('ok.safetensors')).names().sort(), ['a', 'b']);
+  rawFile(f('same.safetensors'), { a: t(0, 16), b: t(0, 16), c: t(16, 32) }, data);
+  throwsLoad(() => SafetensorsFile.open(f('same.safetensors')), /same\.safetensors/, /overlaps/);
+  rawFile(f('overlap.safetensors'), { a: t(0, 24), b: t(16, 32) }, data);
+  throwsLoad(() => SafetensorsFile.open(f('overlap.safetensors')), /"b"/, /overlaps/);
+  rawFile(f('hole.safetensors'), { a: t(0, 8), b: t(16, 32) }, data);
+  throwsLoad(() => SafetensorsFile.open(f('hole.safetensors')), /\[8,16\)/, /belong to no tensor/);
+  rawFile(f('trailing.safetensors'), { a: t(0, 16), b: t(16, 32) }, new Uint8Array(40));
+  throwsLoad(() => SafetensorsFile.open(f('trailing.safetensors')), /cover 32 data bytes but the file holds 40/);
+  rawFile(f('dup.safetensors'), '{"a": {"dtype":"F32","shape":[8],"data_offsets":[16,48]}, "a": {"dtype":"F32","shape":[4],"data_offsets":[0,16]}, "b": {"dtype":"F32","shape":[4],"data_offsets":[16,32]}}', data);
+  throwsLoad(() => SafetensorsFile.open(f('dup.safetensors')), /names "a" twice/);
+  rawFile(f('space.safetensors'), ` ${JSON.stringify({ a: t(0, 32) })}`, data);
+  throwsLoad(() => SafetensorsFile.open(f('space.safetensors')), /does not start with '\{'/);
+});
+
+test('a header length shortened into its space padding is refused, not read a few bytes off', () => {
+  const dir = newDir();
+  const file = path.join(dir, 'model.safetensors');
+  writeSafetensors(file, [{ name: 'w', dtype: 'F32', shape: [3], data: Float32Array.of(1, 2, 3) }]);
+  const bytes = fs.readFileSync(file);
+  const n = bytes.readBigUInt64LE(0);
+  const header = bytes.subarray(8, 8 + Number(n)).toString();
+  const padding = header.length - header.trimEnd().length;
+  assert.ok(padding > 0, 'the writer pads this header');
+  assert.deepEqual([...SafetensorsFile.open(file).names()], ['w']);
+  bytes.writeBigUInt64LE(n - BigInt(padding));
+  fs.writeFileSync(file, bytes);
+  throwsLoad(() => SafetensorsFile.open(file), /cover 12 data bytes but the file holds/);
+});
+
+test('a shard outside the model folder is refused; names in errors are escaped and cut', () => {
+  const dir = newDir();
+  const other = newDir();
+  writeSafetensors(path.join(other, 'model.safetensors'), [{ name: 'w', dtype: 'F32', shape: [1], data: Float32Array.of(1) }]);
+  const shard = path.relative(dir, path.join(other, 'model.safetensors'));
+  for (const name of [shard, path.join(other, 'model.safetensors')]) {
+    fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { w: name } }));
+    throwsLoad(() => SafetensorsStore.open(dir), /not inside the model folder/);
+  }
+  const evil = `\x1b[31m${'x'.repeat(5000)}`;
+  const file = path.join(newDir(), 'model.safetensors');
+  writeSafetensors(file, [{ name: evil, dtype: 'F32', shape: [1], data: Float32Array.of(1) }]);
+  throwsLoad(() => SafetensorsStore.open(file).readF32(evil, [2]), /\\u001b\[31mxxx/, /\(5005 characters\)/);
+  assert.throws(() => SafetensorsStore.open(file).readF32(evil, [2]), (e: Error) => !e.message.includes('\x1b') && e.message.length < 400);
+  rawFile(path.join(dir, 'bad.safetensors'), `{"\x07": 1`);
+  throwsLoad(() => SafetensorsFile.open(path.join(dir, 'bad.safetensors')), /not valid JSON/);
+  assert.throws(() => SafetensorsFile.open(path.join(dir, 'bad.safetensors')), (e: Error) => !e.message.includes('\x07'));
 });

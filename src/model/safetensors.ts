@@ -11,7 +11,9 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ModelLoadError } from '../errors.js';
+import { ModelLoadError, printable, quoted } from '../errors.js';
+import { readJsonFile, MAX_JSON_BYTES } from '../files.js';
+import { own } from '../own.js';
 import { assertLittleEndian, CHUNK_ELEMENTS, DTYPE_SIZES, f16Table, formatShape } from './dtypes.js';
 
 export { writeSafetensors, type TensorToWrite } from './safetensors-write.js';
@@ -84,15 +86,20 @@ export class SafetensorsFile {
       readExactly(fd, buf, 8, file);
       return buf;
     });
+    // As the reference reader: the header is a JSON object (first byte '{'), padded at the end with spaces only.
+    const text = header.toString('utf8');
     let json: unknown;
     try {
-      json = JSON.parse(header.toString('utf8'));
+      json = JSON.parse(text);
     } catch (e) {
-      throw new ModelLoadError(`${file}: header is not valid JSON (${(e as Error).message})`, { cause: e });
+      throw new ModelLoadError(`${file}: header is not valid JSON (${printable((e as Error).message, 200)})`, { cause: e });
     }
     if (typeof json !== 'object' || json === null || Array.isArray(json)) {
       throw new ModelLoadError(`${file}: header is not a JSON object`);
     }
+    if (header[0] !== 0x7b) throw new ModelLoadError(`${file}: header does not start with '{'`);
+    const duplicate = firstDuplicateKey(text);
+    if (duplicate !== null) throw new ModelLoadError(`${file}: header names ${quoted(duplicate)} twice`);
     const dataStart = 8 + header.length;
     const meta: Record<string, string> = {};
     for (const [name, raw] of Object.entries(json as Record<string, unknown>)) {
@@ -104,6 +111,7 @@ export class SafetensorsFile {
       }
       this.entries.set(name, parseEntry(file, name, raw, dataStart, size - dataStart));
     }
+    checkCoverage(file, [...this.entries.entries()], dataStart, size - dataStart);
     this.metadata = Object.freeze(meta);
   }
 
@@ -117,8 +125,62 @@ export class SafetensorsFile {
   entry(name: string): TensorEntry | undefined { return this.entries.get(name); }
 }
 
+/**
+ * The format requires the tensors' data to cover the data section exactly once: sorted by offset, each tensor
+ * starts where the previous one ended, the first at 0 and the last at the end of the file. This catches a header
+ * length that was shortened into its padding (every tensor would be read a few bytes off), overlapping or shared
+ * offsets, holes and trailing bytes, as the reference reader does.
+ */
+function checkCoverage(file: string, entries: [string, TensorEntry][], dataStart: number, dataSize: number): void {
+  const sorted = entries
+    .map(([name, e]) => ({ name, begin: e.start - dataStart, end: e.start - dataStart + e.byteLength }))
+    .sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let at = 0;
+  for (const t of sorted) {
+    if (t.begin < at) {
+      throw new ModelLoadError(`${file}: tensor ${quoted(t.name)} (data_offsets [${t.begin},${t.end}]) overlaps the tensor before it, which ends at ${at}`);
+    }
+    if (t.begin > at) {
+      throw new ModelLoadError(`${file}: bytes [${at},${t.begin}) of the data belong to no tensor (a hole before ${quoted(t.name)}; header length or offsets wrong?)`);
+    }
+    at = t.end;
+  }
+  if (at !== dataSize) {
+    throw new ModelLoadError(`${file}: the tensors cover ${at} data bytes but the file holds ${dataSize} after the header ` +
+      '(trailing bytes, or a header length that does not match the header)');
+  }
+}
+
+/**
+ * The first key that appears twice in one object of a JSON text (which JSON.parse would silently resolve to the
+ * last), or null. `text` must be valid JSON.
+ */
+function firstDuplicateKey(text: string): string | null {
+  const stack: (Set<string> | null)[] = [];   // keys seen per open object; null for an array
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {                          // a string: find its end, skipping escapes
+      let j = i + 1;
+      while (text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c ? 2 : 1;
+      const top = stack[stack.length - 1];
+      if (expectKey && top) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (top.has(key)) return key;
+        top.add(key);
+      }
+      expectKey = false;
+      i = j;
+    } else if (c === 0x7b) { stack.push(new Set()); expectKey = true; }
+    else if (c === 0x5b) { stack.push(null); expectKey = false; }
+    else if (c === 0x7d || c === 0x5d) { stack.pop(); expectKey = false; }
+    else if (c === 0x2c) expectKey = stack[stack.length - 1] != null;
+  }
+  return null;
+}
+
 function parseEntry(file: string, name: string, raw: unknown, dataStart: number, dataSize: number): TensorEntry {
-  const where = `${file}: tensor "${name}"`;
+  const where = `${file}: tensor ${quoted(name)}`;
   if (!raw || typeof raw !== 'object') throw new ModelLoadError(`${where} has no header entry object`);
   const { dtype, shape, data_offsets: offs } = raw as Record<string, unknown>;
   if (typeof dtype !== 'string') throw new ModelLoadError(`${where} has no dtype`);
@@ -135,11 +197,11 @@ function parseEntry(file: string, name: string, raw: unknown, dataStart: number,
       `${where}: data_offsets end at ${end} but the file holds only ${dataSize} data bytes (file truncated?)`);
   }
   const numel = (shape as number[]).reduce((a, d) => a * d, 1);
-  const size = DTYPE_SIZES[dtype];
+  const size = own(DTYPE_SIZES, dtype);
   // Sub-byte or unknown dtypes are not size-checked here; reading them as float32 fails by dtype instead.
   if (size !== undefined && numel * size !== end - begin) {
     throw new ModelLoadError(`${where}: header lies about offsets: shape ${formatShape(shape as number[])} of ` +
-      `${dtype} needs ${numel * size} bytes, data_offsets span ${end - begin}`);
+      `${quoted(dtype, 20)} needs ${numel * size} bytes, data_offsets span ${end - begin}`);
   }
   return { dtype, shape: Object.freeze([...(shape as number[])]), file, numel, start: dataStart + begin, byteLength: end - begin };
 }
@@ -184,26 +246,29 @@ export class SafetensorsStore {
   }
 
   private static fromIndex(dir: string, index: string): SafetensorsStore {
-    let json: unknown;
-    try { json = JSON.parse(fs.readFileSync(index, 'utf8')); } catch (e) {
-      throw new ModelLoadError(`${index} is not valid JSON: ${(e as Error).message}`, { cause: e });
-    }
+    const json = readJsonFile(index, { maxBytes: MAX_JSON_BYTES, what: index, error: ModelLoadError });
     const wm = (json as { weight_map?: unknown } | null)?.weight_map;
     if (!wm || typeof wm !== 'object' || Array.isArray(wm)) throw new ModelLoadError(`${index} has no weight_map object`);
     const shards = new Map<string, SafetensorsFile>();
     const map = new Map<string, SafetensorsFile>();
     for (const [name, shard] of Object.entries(wm as Record<string, unknown>)) {
-      if (typeof shard !== 'string') throw new ModelLoadError(`${index}: weight_map entry for "${name}" is not a file name`);
+      if (typeof shard !== 'string') throw new ModelLoadError(`${index}: weight_map entry for ${quoted(name)} is not a file name`);
       let file = shards.get(shard);
       if (!file) {
-        const p = path.join(dir, shard);
+        // A shard is a file of the model folder: "../x.safetensors" or an absolute path would read elsewhere.
+        // (The path text is checked, not where symlinks lead: the Hugging Face cache links shards to blobs.)
+        const p = path.resolve(dir, shard);
+        const rel = path.relative(dir, p);
+        if (shard === '' || shard.includes('\0') || rel === '' || rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) {
+          throw new ModelLoadError(`${index} names shard ${quoted(shard)} (for tensor ${quoted(name)}), which is not inside the model folder ${dir}`);
+        }
         if (!fs.existsSync(p)) {
-          throw new ModelLoadError(`${index} names shard "${shard}" (for tensor "${name}"), which does not exist in ${dir}`);
+          throw new ModelLoadError(`${index} names shard ${quoted(shard)} (for tensor ${quoted(name)}), which does not exist in ${dir}`);
         }
         file = SafetensorsFile.open(p);
         shards.set(shard, file);
       }
-      if (!file.has(name)) throw new ModelLoadError(`${index} puts tensor "${name}" in ${shard}, which does not contain it`);
+      if (!file.has(name)) throw new ModelLoadError(`${index} puts tensor ${quoted(name)} in ${quoted(shard)}, which does not contain it`);
       map.set(name, file);
     }
     return new SafetensorsStore(dir, map);
@@ -224,10 +289,10 @@ export class SafetensorsStore {
 
   private entry(name: string, expectedShape?: readonly number[]): TensorEntry {
     const e = this.where.get(name)?.entry(name);
-    if (!e) throw new ModelLoadError(`tensor "${name}" not found in ${this.dir}`);
+    if (!e) throw new ModelLoadError(`tensor ${quoted(name)} not found in ${this.dir}`);
     if (expectedShape && (expectedShape.length !== e.shape.length || expectedShape.some((d, i) => d !== e.shape[i]))) {
       throw new ModelLoadError(
-        `tensor ${name} has shape ${formatShape(e.shape)}, expected ${formatShape(expectedShape)} (${e.file})`);
+        `tensor ${quoted(name)} has shape ${formatShape(e.shape)}, expected ${formatShape(expectedShape)} (${e.file})`);
     }
     return e;
   }
@@ -236,7 +301,7 @@ export class SafetensorsStore {
   readRaw(name: string): { dtype: string; shape: readonly number[]; bytes: Uint8Array } {
     const e = this.entry(name);
     const bytes = new Uint8Array(e.byteLength);
-    withFd(e.file, (fd) => readExactly(fd, bytes, e.start, `${e.file}: tensor "${name}"`));
+    withFd(e.file, (fd) => readExactly(fd, bytes, e.start, `${e.file}: tensor ${quoted(name)}`));
     return { dtype: e.dtype, shape: e.shape, bytes };
   }
 
@@ -262,12 +327,12 @@ export class SafetensorsStore {
     const e = this.entry(name, expectedShape);
     assertLittleEndian();
     if (e.dtype === 'I32') return new Int32Array(this.readRaw(name).bytes.buffer);
-    if (e.dtype !== 'I64') throw new ModelLoadError(`tensor "${name}" in ${e.file} has dtype ${e.dtype}; expected I32 or I64`);
+    if (e.dtype !== 'I64') throw new ModelLoadError(`tensor ${quoted(name)} in ${e.file} has dtype ${quoted(e.dtype, 20)}; expected I32 or I64`);
     const wide = new BigInt64Array(this.readRaw(name).bytes.buffer);
     const out = new Int32Array(e.numel);
     for (let i = 0; i < wide.length; i++) {
       if (wide[i] > 2147483647n || wide[i] < -2147483648n) {
-        throw new ModelLoadError(`tensor "${name}" holds ${wide[i]}, beyond int32`);
+        throw new ModelLoadError(`tensor ${quoted(name)} holds ${wide[i]}, beyond int32`);
       }
       out[i] = Number(wide[i]);
     }
@@ -276,14 +341,14 @@ export class SafetensorsStore {
 
   private readInto(e: TensorEntry, name: string, out: Float32Array): void {
     assertLittleEndian();
-    const what = `${e.file}: tensor "${name}"`;
+    const what = `${e.file}: tensor ${quoted(name)}`;
     if (e.dtype === 'F32') {
       withFd(e.file, (fd) => readExactly(fd, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), e.start, what));
       return;
     }
     if (e.dtype !== 'F16' && e.dtype !== 'BF16') {
       throw new ModelLoadError(
-        `tensor "${name}" in ${e.file} has dtype ${e.dtype}; only F32, F16 and BF16 can be loaded as float32`);
+        `tensor ${quoted(name)} in ${e.file} has dtype ${quoted(e.dtype, 20)}; only F32, F16 and BF16 can be loaded as float32`);
     }
     const table = e.dtype === 'F16' ? f16Table() : null;
     const out32 = new Uint32Array(out.buffer, out.byteOffset, out.length);
