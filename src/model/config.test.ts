@@ -191,3 +191,31 @@ test('sliding window: mistral reads sliding_window, qwen only with use_sliding_w
   assert.equal(parse({ ...qwen2, sliding_window: 4096 }).slidingWindow, null);
   assert.equal(parse({ ...qwen2, sliding_window: 4096, use_sliding_window: true }).slidingWindow, 4096);
 });
+
+test('sizes no array can hold are a ConfigError naming the fields, not a RangeError', () => {
+  throwsConfig(() => parse(llama({ hidden_size: 1e12, num_attention_heads: 1, num_key_value_heads: 1, head_dim: undefined })),
+    /hidden_size/, /float32 values one weight array can hold/);
+  throwsConfig(() => parse(llama({ vocab_size: 1e9 })), /vocab_size × hidden_size/);
+  throwsConfig(() => parse(llama({ intermediate_size: 2 ** 40 })), /intermediate_size/);
+});
+
+test('architectures are looked up as own names: "toString", "constructor" and "__proto__" are unsupported', () => {
+  for (const name of ['toString', 'constructor', '__proto__', 'hasOwnProperty']) {
+    throwsConfig(() => parse(llama({ architectures: [name] })), /unsupported architecture/, new RegExp(name));
+  }
+});
+
+test('values that overflow or vanish in float32 are refused: rms_norm_eps, rope factor, yarn scaling', () => {
+  throwsConfig(() => parse(llama({ rms_norm_eps: 1e308 })), /rms_norm_eps/, /float32/);
+  throwsConfig(() => parse(llama({ rms_norm_eps: 1e-300 })), /rms_norm_eps/, /float32/);
+  throwsConfig(() => parse(llama({ rope_scaling: { rope_type: 'linear', factor: 1e-300 } })), /factor/, /float32/);
+  throwsConfig(() => parse(llama({ rope_theta: 1e39 })), /rope_theta/);
+  const yarn = (extra: Record<string, unknown>) => llama({ rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 64, ...extra } });
+  throwsConfig(() => parse(yarn({ attention_factor: -1 })), /attention_factor/);
+  const huge = parse(yarn({ mscale: 1e308, mscale_all_dim: 1 }));
+  throwsConfig(() => ropeFrequencies(huge, 128), /attention scaling/, /float32/);
+  // A factor that is fine alone but sends a frequency to 0 or infinity in float32 with this theta.
+  const tiny = parse(llama({ rope_theta: 1e30, rope_scaling: { rope_type: 'linear', factor: 1e37 } }));
+  throwsConfig(() => ropeFrequencies(tiny, 128), /inverse frequency/);
+  assert.ok(ropeFrequencies(parse(yarn({})), 128).invFreq.every((v) => v > 0));
+});

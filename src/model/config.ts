@@ -8,10 +8,11 @@
  * @module
  */
 
-import * as fs from 'node:fs';
+import { constants as bufferConstants } from 'node:buffer';
 import * as path from 'node:path';
 import { ConfigError, quoted } from '../errors.js';
 import { own } from '../own.js';
+import { MAX_JSON_BYTES, readJsonFile } from '../files.js';
 
 export type Family = 'llama' | 'mistral' | 'qwen2' | 'qwen3';
 export type RopeType = 'default' | 'linear' | 'dynamic' | 'llama3' | 'yarn';
@@ -79,6 +80,13 @@ function makeReaders(obj: Json, where: string) {
       if (absent(v) && def !== undefined) return def;
       return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : fail(key, 'a positive number');
     },
+    /** A positive number that stays positive and finite in float32, where the graphs use it. */
+    posF32(key: string, def?: number): number {
+      const v = obj[key];
+      if (absent(v) && def !== undefined) return def;
+      const ok = typeof v === 'number' && v > 0 && Math.fround(v) > 0 && Number.isFinite(Math.fround(v));
+      return ok ? v : fail(key, 'a positive number within float32 range (about 1.2e-38 to 3.4e38)');
+    },
     optNum(key: string): number | undefined {
       const v = obj[key];
       if (absent(v)) return undefined;
@@ -112,7 +120,7 @@ export function parseConfig(json: unknown, source: string): ModelConfig {
   const family = own(ARCHITECTURES, architecture);
   if (!family) {
     throw new ConfigError(
-      `${source}: unsupported architecture "${architecture}"; supported: ${Object.keys(ARCHITECTURES).join(', ')}`);
+      `${source}: unsupported architecture ${quoted(architecture)}; supported: ${Object.keys(ARCHITECTURES).join(', ')}`);
   }
 
   const hiddenSize = r.posInt('hidden_size');
@@ -147,19 +155,23 @@ export function parseConfig(json: unknown, source: string): ModelConfig {
     slidingWindow = absent(json.sliding_window) ? null : r.posInt('sliding_window');
   }
   const bos = r.tokenIds('bos_token_id');
+  const numLayers = r.posInt('num_hidden_layers');
+  const intermediateSize = r.posInt('intermediate_size');
+  const vocabSize = r.posInt('vocab_size');
+  checkSizes(source, { hiddenSize, intermediateSize, numHeads, numKvHeads, headDim, vocabSize });
   const dtype = [json.torch_dtype, json.dtype].find((d) => typeof d === 'string') as string | undefined;
 
   return Object.freeze({
     architecture,
     family,
-    numLayers: r.posInt('num_hidden_layers'),
+    numLayers,
     hiddenSize,
-    intermediateSize: r.posInt('intermediate_size'),
+    intermediateSize,
     numHeads,
     numKvHeads,
     headDim,
-    vocabSize: r.posInt('vocab_size'),
-    rmsNormEps: r.posNum('rms_norm_eps', 1e-6),
+    vocabSize,
+    rmsNormEps: r.posF32('rms_norm_eps', 1e-6),
     maxPositionEmbeddings,
     tieWordEmbeddings: r.bool('tie_word_embeddings', false),
     qkvBias,
@@ -197,7 +209,7 @@ function parseRope(json: Json, source: string, maxPositions: number): RopeConfig
   if (typeof type !== 'string' || !(ROPE_TYPES as readonly string[]).includes(type)) {
     throw new ConfigError(`${where}: unsupported rope type "${String(type)}"; supported: ${ROPE_TYPES.join(', ')}`);
   }
-  const theta = absent(dict.rope_theta) ? makeReaders(json, source).posNum('rope_theta', 10000) : r.posNum('rope_theta');
+  const theta = absent(dict.rope_theta) ? makeReaders(json, source).posF32('rope_theta', 10000) : r.posF32('rope_theta');
   const partial = dict.partial_rotary_factor ?? json.partial_rotary_factor;
   if (!absent(partial) && partial !== 1) {
     throw new ConfigError(`${source}: partial_rotary_factor ${String(partial)} is not supported`);
@@ -212,32 +224,46 @@ function parseRope(json: Json, source: string, maxPositions: number): RopeConfig
       ? r.posInt('original_max_position_embeddings', maxPositions)
       : makeReaders(json, source).posInt('original_max_position_embeddings');
   }
-  if (type === 'yarn') factor = r.posNum('factor', maxPositions / originalMaxPositions);
-  else if (type !== 'default') factor = r.posNum('factor');
+  if (type === 'yarn') factor = r.posF32('factor', maxPositions / originalMaxPositions);
+  else if (type !== 'default') factor = r.posF32('factor');
   if (type === 'llama3') {
-    const low = r.posNum('low_freq_factor'), high = r.posNum('high_freq_factor');
+    const low = r.posF32('low_freq_factor'), high = r.posF32('high_freq_factor');
     if (high <= low) throw new ConfigError(`${where}: high_freq_factor (${high}) must be greater than low_freq_factor (${low})`);
   }
   if (type === 'yarn') {
-    for (const k of ['attention_factor', 'beta_fast', 'beta_slow', 'mscale', 'mscale_all_dim']) r.optNum(k);
+    if (!absent(dict.attention_factor)) r.posF32('attention_factor');
+    for (const k of ['beta_fast', 'beta_slow', 'mscale', 'mscale_all_dim']) r.optNum(k);
     r.bool('truncate', true);
   }
   const raw = Object.freeze({ ...dict, rope_type: type, rope_theta: theta });
   return Object.freeze({ type: type as RopeType, theta, factor, originalMaxPositions, raw });
 }
 
-/** Reads and parses `dir/config.json`. */
+/** Reads and parses `dir/config.json` (a regular file of at most 64 MiB). */
 export function loadConfig(dir: string): ModelConfig {
   const file = path.join(dir, 'config.json');
-  let text: string;
-  try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
-    throw new ConfigError(`cannot read ${file}: ${(e as Error).message}`, { cause: e });
+  return parseConfig(readJsonFile(file, { maxBytes: MAX_JSON_BYTES, what: file, error: ConfigError }), file);
+}
+
+/** Most float32 values one weight array can hold (the largest ArrayBuffer Node.js allocates). */
+const MAX_ARRAY_FLOATS = Math.floor(bufferConstants.MAX_LENGTH / 4);
+
+/**
+ * Sizes that would not fit one array are a config error here, before anything is allocated (a RangeError from
+ * `new Float32Array` deep in loading would name nothing).
+ */
+function checkSizes(source: string, s: { hiddenSize: number; intermediateSize: number; numHeads: number; numKvHeads: number;
+  headDim: number; vocabSize: number }): void {
+  const arrays: [string, number][] = [
+    ['vocab_size × hidden_size (embeddings)', s.vocabSize * s.hiddenSize],
+    ['(num_attention_heads + 2 × num_key_value_heads) × head_dim × hidden_size (q, k, v)', (s.numHeads + 2 * s.numKvHeads) * s.headDim * s.hiddenSize],
+    ['2 × intermediate_size × hidden_size (gate, up)', 2 * s.intermediateSize * s.hiddenSize],
+  ];
+  for (const [what, n] of arrays) {
+    if (!(n <= MAX_ARRAY_FLOATS)) {
+      throw new ConfigError(`${source}: ${what} = ${n}, more than the ${MAX_ARRAY_FLOATS} float32 values one weight array can hold`);
+    }
   }
-  let json: unknown;
-  try { json = JSON.parse(text); } catch (e) {
-    throw new ConfigError(`${file} is not valid JSON: ${(e as Error).message}`, { cause: e });
-  }
-  return parseConfig(json, file);
 }
 
 export { ropeFrequencies } from './rope.js';

@@ -13,7 +13,7 @@
  */
 
 import type { ModelConfig } from './config.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, printable } from '../errors.js';
 
 const f = Math.fround;
 
@@ -42,6 +42,20 @@ export function ropeFrequencies(config: ModelConfig, seqLen: number): { invFreq:
   if (!Number.isFinite(seqLen) || seqLen < 0) {
     throw new ConfigError(`ropeFrequencies: seqLen must be a non-negative number, got ${seqLen}`);
   }
+  const result = computeFrequencies(config, seqLen);
+  // Values each fine alone can still combine into a frequency or scale that float32 cannot hold (a factor of
+  // 1e-30 with a large theta, an mscale of 1e308): the graphs would compute NaN and sample token 0 forever.
+  const bad = result.invFreq.findIndex((v) => !(Number.isFinite(v) && v > 0));
+  const scale = Math.fround(result.attentionScaling);
+  if (bad >= 0 || !(Number.isFinite(scale) && scale > 0)) {
+    throw new ConfigError(`rope parameters ${printable(JSON.stringify(config.rope.raw), 200)} give ` +
+      (bad >= 0 ? `inverse frequency ${result.invFreq[bad]} at dimension ${bad}` : `attention scaling ${result.attentionScaling}`) +
+      ', which is not a positive float32 number');
+  }
+  return result;
+}
+
+function computeFrequencies(config: ModelConfig, seqLen: number): { invFreq: Float32Array; attentionScaling: number } {
   const { rope, headDim: dim } = config;
   const { raw, theta: base, factor } = rope;
   switch (rope.type) {

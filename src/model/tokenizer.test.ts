@@ -201,3 +201,62 @@ test('a missing tokenizer.json is a ModelLoadError naming the path; so is malfor
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a runaway chat template is a RequestError naming the limit, not a V8 abort or a hang', () => {
+  const cases: [string, RegExp][] = [
+    ['{% for i in range(1000000000) %}x{% endfor %}', /range\(\) of 1000000000 items/],
+    ['{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}', /more than \d+ expressions/],
+    ["{% set s = 'x' %}{% for i in range(40) %}{% set s = s ~ s %}{% endfor %}{{ s }}", /string of \d+ characters/],
+    ['{% set a = [1] %}{% for i in range(40) %}{% set a = a + a %}{% endfor %}{{ a|length }}', /list of \d+ items/],
+  ];
+  for (const [template, pattern] of cases) {
+    const t = Tokenizer.fromJSON(readJson('tokenizer.json'), {}, { chatTemplate: template });
+    assert.throws(() => t.applyChatTemplate([{ role: 'user', content: 'hi' }]), (e: unknown) =>
+      e instanceof RequestError && pattern.test(e.message), template);
+  }
+  // The bounded interpreter renders what the library does.
+  const t = Tokenizer.fromJSON(readJson('tokenizer.json'), {},
+    { chatTemplate: "{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}{% endfor %}{{ range(3) | join(',') }}{{ range(9, 0, -4) | join(',') }}" });
+  assert.equal(t.applyChatTemplate([{ role: 'user', content: ' a ' }, { role: 'assistant', content: 'b' }]), '<user>a<assistant>b0,1,29,5,1');
+});
+
+test('token ids in tokenizer.json must be non-negative integers (an added token with id 1.5 is refused at load)', () => {
+  for (const id of [1.5, -1, '7', null, 2 ** 53]) {
+    const json = readJson('tokenizer.json');
+    json.added_tokens = [...(json.added_tokens as object[]), { id, content: '<x>', special: true }];
+    assert.throws(() => Tokenizer.fromJSON(json, {}), (e: unknown) => e instanceof ModelLoadError && /added_tokens\[\d+\]/.test(e.message), String(id));
+  }
+  const json = readJson('tokenizer.json');
+  (json.model as { vocab: Record<string, unknown> }).vocab['▁Once'] = 0.5;
+  assert.throws(() => Tokenizer.fromJSON(json, {}), (e: unknown) => e instanceof ModelLoadError && /model\.vocab/.test(e.message));
+});
+
+test('encodeWithin refuses a 50 MB text after tokenizing only the start of it, naming both numbers', () => {
+  const text = 'Once upon a time there was a little girl. '.repeat(1_250_000);   // ~53 MB
+  const t0 = performance.now();
+  assert.throws(() => tok.encodeWithin(text, 512, { what: 'the prompt' }), (e: unknown) =>
+    e instanceof RequestError && /the prompt has more than 512 tokens/.test(e.message) && new RegExp(`of ${text.length} characters`).test(e.message));
+  assert.ok(performance.now() - t0 < 10_000, 'stops early');
+  // Within the limit (or short): exactly encode.
+  assert.deepEqual(tok.encodeWithin(ref.prompt, 512), ref.prompt_ids);
+  const long = 'Lily liked to play outside. '.repeat(3000);
+  assert.deepEqual(tok.encodeWithin(long, 100_000), tok.encode(long));
+  // A prefix holds the same leading tokens as the whole text.
+  const prefix = tok.encodePrefix(long, 200);
+  assert.ok(prefix.length >= 200);
+  assert.deepEqual(prefix.slice(0, 200), tok.encode(long, { addSpecialTokens: false }).slice(0, 200));
+});
+
+test('tokenizer files that are FIFOs or devices are refused at once, not read forever', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fastkv-tok-'));
+  try {
+    const { execFileSync } = await import('node:child_process');
+    execFileSync('mkfifo', [path.join(dir, 'tokenizer.json')]);
+    assert.throws(() => Tokenizer.load(dir), (e: unknown) => e instanceof ModelLoadError && /not a regular file \(a FIFO\)/.test(e.message));
+    fs.rmSync(path.join(dir, 'tokenizer.json'));
+    fs.symlinkSync('/dev/zero', path.join(dir, 'tokenizer.json'));
+    assert.throws(() => Tokenizer.load(dir), (e: unknown) => e instanceof ModelLoadError && /not a regular file \(a character device\)/.test(e.message));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

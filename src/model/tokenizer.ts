@@ -13,11 +13,11 @@
  * @module
  */
 
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as hfTokenizers from '@huggingface/tokenizers';
-import { Template } from '@huggingface/jinja';
-import { ConfigError, ModelLoadError, RequestError } from '../errors.js';
+import { ConfigError, ModelLoadError, RequestError, printable } from '../errors.js';
+import { MAX_JSON_BYTES, readTextFile } from '../files.js';
+import { ChatTemplate } from './chat-template.js';
 
 /** One chat turn, as chat templates expect it. */
 export interface ChatMessage {
@@ -80,7 +80,7 @@ export class Tokenizer {
   readonly #suffixIds: readonly number[];
   readonly #specialTokens: Readonly<Record<string, string>>;
   readonly #chatTemplateText: string | null;
-  #chatTemplate: Template | null = null;
+  #chatTemplate: ChatTemplate | null = null;
   readonly #sources: Sources;
 
   static {
@@ -129,6 +129,7 @@ export class Tokenizer {
       template = pickChatTemplate(tokenizerConfig.chat_template);
       templateSource = template === null ? null : sources.tokenizerConfig;
     }
+    checkTokenIds(tokenizerJson, sources.tokenizerJson);
     let inner: HfTokenizer;
     try {
       inner = new hf.Tokenizer(tokenizerJson, tokenizerConfig);
@@ -179,10 +180,58 @@ export class Tokenizer {
    * always read as those tokens, as transformers does.
    */
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
+    if (typeof text !== 'string') throw new RequestError(`text to encode must be a string, got ${typeof text}`);
     const ids = this.#hf.encode(text, { add_special_tokens: false }).ids;
     if (options.addSpecialTokens === false) return ids;
     if (this.#prefixIds.length === 0 && this.#suffixIds.length === 0) return ids;
     return [...this.#prefixIds, ...ids, ...this.#suffixIds];
+  }
+
+  /**
+   * `encode`, refusing a text of more than `limit` tokens after tokenizing only about `limit` tokens of it: a long
+   * text is first counted piece by piece (pieces of 64k characters cut at whitespace), and the count stops as soon
+   * as it passes the limit, so a 50 MB prompt costs what `limit` tokens cost instead of minutes and gigabytes.
+   * A text within the limit is then encoded whole, exactly as `encode` does. The result may still be a few tokens
+   * over `limit` (the caller's exact check reports those).
+   * @param what names the text in the error, e.g. "the prompt".
+   * @throws RequestError with the tokens counted, the characters they took, and the limit.
+   */
+  encodeWithin(text: string, limit: number, options: { addSpecialTokens?: boolean; what?: string; hint?: string } = {}): number[] {
+    if (typeof text !== 'string') throw new RequestError(`text to encode must be a string, got ${typeof text}`);
+    if (text.length > PIECE_CHARS) {
+      let counted = 0;
+      let pieces = 0;
+      for (let at = 0; at < text.length;) {
+        const end = pieceEnd(text, at);
+        counted += this.#hf.encode(text.slice(at, end), { add_special_tokens: false }).ids.length;
+        pieces++;
+        at = end;
+        // Each cut may change a token or two at the seam; only a count clearly past the limit refuses.
+        if (counted - 2 * pieces > limit) {
+          throw new RequestError(`${options.what ?? 'the text'} has more than ${limit} tokens, the limit: its first ${at} of ` +
+            `${text.length} characters already make ${counted}${options.hint ? ` (${options.hint})` : ''}`);
+        }
+      }
+    }
+    return this.encode(text, options);
+  }
+
+  /**
+   * The tokens (no special tokens) of a prefix of `text` long enough to hold at least `minTokens` of them, or of
+   * all of it: a long text is counted piece by piece and only what is needed (plus a margin of a piece, so the
+   * tokens at the cut do not matter) is encoded whole. The first `minTokens` ids equal those of encoding all of it.
+   */
+  encodePrefix(text: string, minTokens: number): number[] {
+    if (typeof text !== 'string') throw new RequestError(`text to encode must be a string, got ${typeof text}`);
+    let counted = 0;
+    let at = 0;
+    while (at < text.length && counted < minTokens + 64) {
+      const end = pieceEnd(text, at);
+      counted += this.#hf.encode(text.slice(at, end), { add_special_tokens: false }).ids.length;
+      at = end;
+    }
+    if (at < text.length) at = pieceEnd(text, at);      // one more piece: the margin past the cut
+    return this.encode(text.slice(0, at), { addSpecialTokens: false });
   }
 
   /**
@@ -233,7 +282,7 @@ export class Tokenizer {
     return this.encode(this.applyChatTemplate(messages, options), { addSpecialTokens: false });
   }
 
-  #compiledTemplate(): Template {
+  #compiledTemplate(): ChatTemplate {
     if (this.#chatTemplate !== null) return this.#chatTemplate;
     if (this.#chatTemplateText === null) {
       throw new ConfigError(
@@ -241,7 +290,7 @@ export class Tokenizer {
       );
     }
     try {
-      this.#chatTemplate = new Template(this.#chatTemplateText);
+      this.#chatTemplate = new ChatTemplate(this.#chatTemplateText);
     } catch (err) {
       throw new ConfigError(`the chat template in ${this.#sources.chatTemplate} does not parse: ${errorText(err)}`, {
         cause: err,
@@ -430,6 +479,44 @@ function commonPrefixLength(a: string, b: string): number {
   return i;
 }
 
+/** Characters per piece when a long text is counted piece by piece. */
+const PIECE_CHARS = 1 << 16;
+
+/** Where the piece starting at `at` ends: about PIECE_CHARS on, just before a whitespace character if one is near. */
+function pieceEnd(text: string, at: number): number {
+  const end = at + PIECE_CHARS;
+  if (end >= text.length) return text.length;
+  for (let i = end; i > end - 4096; i--) if (/\s/.test(text[i])) return i;
+  // No whitespace near: cut anywhere but inside a surrogate pair.
+  const c = text.charCodeAt(end - 1);
+  return c >= 0xd800 && c <= 0xdbff ? end + 1 : end;
+}
+
+/**
+ * Token ids in tokenizer.json must be non-negative integers: the library takes any JSON number and fails later,
+ * at decode, with a TypeError (an added token with id 1.5).
+ */
+function checkTokenIds(json: Record<string, unknown>, source: string): void {
+  const ok = (id: unknown) => Number.isSafeInteger(id) && (id as number) >= 0;
+  const added = json.added_tokens;
+  if (added !== undefined && added !== null) {
+    if (!Array.isArray(added)) throw new ModelLoadError(`${source}: "added_tokens" must be a list`);
+    for (const [i, t] of added.entries()) {
+      const id = (t as { id?: unknown } | null)?.id;
+      if (!ok(id) || typeof (t as { content?: unknown }).content !== 'string') {
+        throw new ModelLoadError(`${source}: added_tokens[${i}] needs a string "content" and a non-negative integer "id", ` +
+          `got ${printable(JSON.stringify(t) ?? String(t), 100)}`);
+      }
+    }
+  }
+  const vocab = (json.model as { vocab?: unknown } | undefined)?.vocab;
+  if (vocab !== null && typeof vocab === 'object' && !Array.isArray(vocab)) {
+    for (const [token, id] of Object.entries(vocab)) {
+      if (!ok(id)) throw new ModelLoadError(`${source}: model.vocab gives ${printable(JSON.stringify(token), 60)} the id ${printable(String(JSON.stringify(id)), 40)}; ids are non-negative integers`);
+    }
+  }
+}
+
 /** Reads a JSON object; null if the file is absent and not required. */
 function readJsonObject(file: string, required: boolean): Record<string, unknown> | null {
   const text = readText(file);
@@ -441,7 +528,7 @@ function readJsonObject(file: string, required: boolean): Record<string, unknown
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new ModelLoadError(`${file} is not valid JSON: ${errorText(err)}`, { cause: err });
+    throw new ModelLoadError(`${file} is not valid JSON: ${printable(errorText(err), 200)}`, { cause: err });
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new ModelLoadError(`${file} must hold a JSON object`);
@@ -449,14 +536,9 @@ function readJsonObject(file: string, required: boolean): Record<string, unknown
   return value as Record<string, unknown>;
 }
 
-/** A file's text; null if it does not exist. */
+/** A file's text (a regular file of at most 64 MiB); null if it does not exist. */
 function readText(file: string): string | null {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new ModelLoadError(`cannot read ${file}: ${errorText(err)}`, { cause: err });
-  }
+  return readTextFile(file, { maxBytes: MAX_JSON_BYTES, what: file, error: ModelLoadError, missingOk: true });
 }
 
 function errorText(err: unknown): string {
