@@ -4,7 +4,7 @@
  * set of rows; decoding runs one token through every layer against the per-layer caches.
  * @module
  */
-import { RequestError } from '../errors.js';
+import { NumericError, RequestError } from '../errors.js';
 import { ropeFrequencies } from '../model/config.js';
 import { fullPolicy, type CompressionPolicy, type LayerDecision } from '../compress/policy.js';
 import { ATTN, DECODE, HEAD, MLP } from '../graph/decoder-layer.js';
@@ -27,6 +27,8 @@ export interface PrefillOptions {
   decodeCapacity?: number;
   /** Called after each layer with the layer index and the rows it processed (long prompts take a while). */
   onLayer?: (layer: number, numLayers: number, rows: number) => void;
+  /** Checked before every layer: an aborted signal stops prefill by throwing its reason (an AbortError). */
+  signal?: AbortSignal;
 }
 
 export interface LayerStats {
@@ -93,7 +95,23 @@ async function runMlp(model: Model, layer: number, hidden: Float32Array, n: numb
 
 async function runHead(model: Model, hidden: Float32Array, rows: number): Promise<Float32Array> {
   const out = await model.sessions.head.run({ ...model.headWeights, [HEAD.hidden]: f32(hidden, [rows, model.config.hiddenSize]) });
-  return dataF32(out[HEAD.logits]);
+  return checkFinite(dataF32(out[HEAD.logits]), model.config.vocabSize);
+}
+
+/**
+ * Logits must be finite: NaN or infinite ones (a NaN weight, config values that overflow float32) would be
+ * sampled as token 0 again and again, a silent wrong answer. One pass over the row, as cheap as the argmax after it.
+ */
+export function checkFinite(logits: Float32Array, vocabSize: number): Float32Array {
+  for (let i = 0; i < logits.length; i++) {
+    const v = logits[i];
+    if (v - v !== 0) {                             // NaN or ±Infinity
+      throw new NumericError(`the model computed a ${Number.isNaN(v) ? 'NaN' : 'infinite'} logit (token id ${i % vocabSize}` +
+        `${logits.length > vocabSize ? `, row ${Math.floor(i / vocabSize)}` : ''}): check the checkpoint for NaN or huge ` +
+        'weights and config.json for values that overflow float32');
+    }
+  }
+  return logits;
 }
 
 function checkPositions(positionIds: Int32Array, n: number): void {
@@ -124,6 +142,7 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
   let n = N;
   let positionTensor = i64(BigInt64Array.from(positionIds, (p) => BigInt(p)), [n]);
   for (let l = 0; l < c.numLayers; l++) {
+    options.signal?.throwIfAborted();
     // 1. Attention over the n rows present (causal, in row order = position order).
     const w = Math.min(policy.queryWindow, n);
     const attn = await model.sessions.attention.run({
@@ -148,7 +167,7 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
     // GemFilter: start again, from scratch, on the chosen prompt tokens, renumbered 0..k−1.
     if (decision.kind === 'restart') {
       const restarted = await prefill(model, pick(ids, decision.tokens), {
-        allLogits: options.allLogits, decodeCapacity: options.decodeCapacity, onLayer: options.onLayer,
+        allLogits: options.allLogits, decodeCapacity: options.decodeCapacity, onLayer: options.onLayer, signal: options.signal,
       });
       return { ...restarted, policyMs: policyMs + restarted.policyMs, layers: [...layers, { rows: n, kept: 0 }, ...restarted.layers], restartedOn: decision.tokens };
     }

@@ -5,6 +5,7 @@
  * @module
  */
 import { RequestError } from '../errors.js';
+import { MAX_TEXT_BYTES } from '../files.js';
 import { ropeFrequencies } from '../model/config.js';
 import { TextStreamer, type ChatMessage } from '../model/tokenizer.js';
 import type { CompressionPolicy } from '../compress/policy.js';
@@ -33,7 +34,7 @@ export interface GenerateOptions extends SamplingOptions {
   maxContext?: number;
   /** Keep going past EOS (benchmarks). */
   ignoreEos?: boolean;
-  /** Stops generation between two tokens (finish reason 'stop'). */
+  /** Stops generation between two prefill layers or two tokens (finish reason 'abort'). */
   signal?: AbortSignal;
   /** Prefill progress: called after each layer with the rows it processed. */
   onPrefillLayer?: (layer: number, numLayers: number, rows: number) => void;
@@ -89,15 +90,53 @@ export interface TokenStream extends AsyncIterable<StreamChunk> {
   readonly result: Promise<GenerateResult>;
 }
 
-export function encodePrompt(model: Model, prompt: PromptInput, options: Pick<GenerateOptions, 'chat' | 'system'> = {}): number[] {
-  if (typeof prompt === 'string') {
-    if (!options.chat) return model.tokenizer.encode(prompt);
-    const messages: ChatMessage[] = options.system ? [{ role: 'system', content: options.system }] : [];
-    messages.push({ role: 'user', content: prompt });
-    return model.tokenizer.encodeChat(messages, { addGenerationPrompt: true });
+/**
+ * The prompt's token ids. Text is tokenized within `limit` tokens (default: max_position_embeddings): a longer
+ * text is refused after tokenizing about `limit` tokens of it, whatever its size. Ids are checked, not coerced.
+ * @throws RequestError for a prompt of the wrong type, an id that is not an integer of the vocabulary, or a text
+ *   over the limit (naming its size and the limit).
+ */
+export function encodePrompt(model: Model, prompt: PromptInput,
+  options: Pick<GenerateOptions, 'chat' | 'system'> & { limit?: number } = {}): number[] {
+  const limit = options.limit ?? model.config.maxPositionEmbeddings;
+  const hint = 'max_position_embeddings in config.json; raise it with maxContext / --max-context at your own risk';
+  const within = (text: string) => model.tokenizer.encodeWithin(text, limit, { what: 'the prompt', hint, addSpecialTokens: false });
+  if (options.system !== undefined && !(typeof prompt === 'string' && options.chat)) {
+    throw new RequestError('system is used only with chat and a text prompt (--system needs --chat)');
   }
-  if ('messages' in prompt) return model.tokenizer.encodeChat(prompt.messages, { addGenerationPrompt: true });
-  return Array.from(prompt.ids);
+  if (typeof prompt === 'string') {
+    if (prompt.length > MAX_TEXT_BYTES) throw new RequestError(`the prompt has ${prompt.length} characters, more than the limit of ${MAX_TEXT_BYTES}`);
+    if (!options.chat) return model.tokenizer.encodeWithin(prompt, limit, { what: 'the prompt', hint });
+    const messages: ChatMessage[] = options.system ? [{ role: 'system', content: String(options.system) }] : [];
+    messages.push({ role: 'user', content: prompt });
+    return within(model.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true }));
+  }
+  if (prompt === null || typeof prompt !== 'object') {
+    throw new RequestError(`the prompt must be a string, { ids } or { messages }, got ${prompt === null ? 'null' : typeof prompt}`);
+  }
+  if ('messages' in prompt) {
+    if (!Array.isArray(prompt.messages) || !prompt.messages.every((m) => m !== null && typeof m === 'object' && typeof m.role === 'string' && typeof m.content === 'string')) {
+      throw new RequestError('prompt.messages must be a list of { role, content } with string role and content');
+    }
+    return within(model.tokenizer.applyChatTemplate(prompt.messages, { addGenerationPrompt: true }));
+  }
+  const ids = (prompt as { ids?: unknown }).ids;
+  if (ids === null || typeof ids !== 'object' || typeof (ids as ArrayLike<number>).length !== 'number') {
+    throw new RequestError('prompt.ids must be an array of token ids');
+  }
+  const list = ids as ArrayLike<unknown>;
+  if (list.length > limit) throw new RequestError(`the prompt has ${list.length} tokens, more than the limit of ${limit} (${hint})`);
+  const vocab = model.config.vocabSize;
+  const out: number[] = new Array(list.length);
+  for (let i = 0; i < list.length; i++) {
+    const id = list[i];
+    // 2**32 + 403 must not run as 403, nor 1.5 as 1, nor NaN as 0.
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= vocab) {
+      throw new RequestError(`prompt.ids[${i}] is ${typeof id === 'number' ? String(id) : typeof id}, not a token id of the vocabulary [0, ${vocab})`);
+    }
+    out[i] = id;
+  }
+  return out;
 }
 
 /** Generates a completion; resolves when it is done. */
@@ -109,32 +148,96 @@ export async function generate(model: Model, prompt: PromptInput, options: Gener
   }
 }
 
-/** Generates a completion as a stream of text chunks. */
+/**
+ * Generates a completion as a stream of text chunks, paced by the consumer: each chunk is made when the loop asks
+ * for it. Breaking out of the loop ends the run (finish reason 'abort') and settles `result`. Reading `result`
+ * without iterating (or before iterating to the end) lets the run go on to its end by itself, so `result` always
+ * settles; the chunks still wait in order for a loop that comes later. A stream can be iterated once.
+ */
 export function stream(model: Model, prompt: PromptInput, options: GenerateOptions = {}): TokenStream {
-  const it = run(model, prompt, options);
-  let settle!: { resolve: (r: GenerateResult) => void; reject: (e: unknown) => void };
-  const result = new Promise<GenerateResult>((resolve, reject) => { settle = { resolve, reject }; });
-  result.catch(() => {}); // the iterator reports the error; don't also raise an unhandled rejection
+  const stopReading = new AbortController();
+  // (A signal that is not an AbortSignal is passed on as given, for run() to refuse.)
+  const signal = options.signal === undefined ? stopReading.signal
+    : options.signal instanceof AbortSignal ? AbortSignal.any([options.signal, stopReading.signal]) : options.signal;
+  const queue: StreamChunk[] = [];
+  let done = false;
+  let failure: { error: unknown } | null = null;
+  let draining = false;                     // `result` was read: run to the end without waiting for the loop
+  let wanted = false;                       // the loop is waiting for the next chunk
+  let demand: (() => void) | null = null;   // the pump waits here for the loop to ask
+  let arrival: (() => void) | null = null;  // the loop waits here for a chunk
+  const wakePump = () => { demand?.(); demand = null; };
+  const wakeLoop = () => { arrival?.(); arrival = null; };
+
+  let started: Promise<GenerateResult> | null = null;
+  const start = (): Promise<GenerateResult> => started ??= (async () => {
+    try {
+      const it = run(model, prompt, { ...options, signal });
+      for (;;) {
+        while (!draining && !wanted) await new Promise<void>((resolve) => { demand = resolve; });
+        wanted = false;
+        const step = await it.next();
+        if (step.done) return step.value;
+        queue.push(step.value);
+        wakeLoop();
+      }
+    } catch (error) {
+      failure = { error };
+      throw error;
+    } finally {
+      done = true;
+      wakeLoop();
+    }
+  })();
+
+  let iterated = false;
   return {
-    result,
+    get result() {
+      draining = true;
+      wakePump();
+      const r = start();
+      r.catch(() => {});   // the loop reports the error too; don't also raise an unhandled rejection
+      return r;
+    },
     async *[Symbol.asyncIterator]() {
+      if (iterated) throw new RequestError('a generation stream can be iterated only once');
+      iterated = true;
+      start().catch(() => {});
       try {
         for (;;) {
-          const step = await it.next();
-          if (step.done) { settle.resolve(step.value); return; }
-          yield step.value;
+          if (queue.length > 0) {
+            yield queue.shift()!;
+            continue;
+          }
+          if (failure) throw (failure as { error: unknown }).error;
+          if (done) return;
+          wanted = true;
+          await new Promise<void>((resolve) => { arrival = resolve; wakePump(); });
         }
-      } catch (e) {
-        settle.reject(e);
-        throw e;
+      } finally {
+        // The loop ended or the consumer broke out: stop generating, and let `result` settle with what was made.
+        if (!done) {
+          stopReading.abort();
+          draining = true;
+          wakePump();
+        }
       }
     },
   };
 }
 
+/** Sampling settings: the caller's, and for any left unset, generation_config.json's. */
+function samplingOf(model: Model, options: GenerateOptions): SamplingOptions {
+  const given = Object.fromEntries(
+    (['temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'seed'] as const)
+      .filter((k) => options[k] !== undefined).map((k) => [k, options[k]]));
+  return { ...model.generationDefaults.sampling, ...given };
+}
+
 async function* run(model: Model, prompt: PromptInput, options: GenerateOptions): AsyncGenerator<StreamChunk, GenerateResult> {
+  if (options === null || typeof options !== 'object') throw new RequestError(`options must be an object, got ${options === null ? 'null' : typeof options}`);
   const config = model.config;
-  const sampling = validateSampling(options);
+  const sampling = validateSampling(samplingOf(model, options));
   const context = options.context;
   if (context && options.compression !== undefined) {
     throw new RequestError('give either a context (already compressed) or compression, not both');
@@ -143,17 +246,19 @@ async function* run(model: Model, prompt: PromptInput, options: GenerateOptions)
     throw new RequestError('a system message cannot follow a context: put it in the messages the context is built from');
   }
   const policy = resolvePolicy(options.compression, config);
-  const promptIds = context ? continuationIds(model, context, prompt, options.chat) : encodePrompt(model, prompt, options);
-  const contextTokens = context ? context.tokens : 0;
   const maxContext = options.maxContext ?? config.maxPositionEmbeddings;
   if (!Number.isSafeInteger(maxContext) || maxContext < 1) throw new RequestError(`maxContext must be a positive integer, got ${maxContext}`);
+  const requested = options.maxTokens ?? 256;
+  if (!Number.isSafeInteger(requested) || requested < 0) throw new RequestError(`maxTokens must be an integer >= 0, got ${requested}`);
+  const signal = options.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new RequestError('signal must be an AbortSignal');
+  const contextTokens = context ? context.tokens : 0;
+  const promptIds = context ? continuationIds(model, context, prompt, options.chat) : encodePrompt(model, prompt, { ...options, limit: maxContext });
   if (contextTokens + promptIds.length > maxContext) {
     throw new RequestError(`the prompt has ${promptIds.length} tokens${context ? ` after a context of ${contextTokens}` : ''}, ` +
       `more than the limit of ${maxContext} ` +
       `(max_position_embeddings in config.json; raise it with maxContext / --max-context at your own risk)`);
   }
-  const requested = options.maxTokens ?? 256;
-  if (!Number.isSafeInteger(requested) || requested < 0) throw new RequestError(`maxTokens must be an integer >= 0, got ${requested}`);
   const maxTokens = Math.min(requested, maxContext - contextTokens - promptIds.length);
 
   const sampler = new Sampler(sampling, config.vocabSize);
@@ -162,18 +267,34 @@ async function* run(model: Model, prompt: PromptInput, options: GenerateOptions)
   const streamer = model.hasTokenizer ? new TextStreamer(model.tokenizer, history) : null;
   const outputIds: number[] = [];
   let text = '';
+  const aborted = (layers: LayerStats[] = []): GenerateResult => ({
+    text, promptIds, outputIds, finishReason: 'abort', method: context ? context.method : policy.name, seed: sampling.seed, layers,
+    timings: {
+      contextTokens, promptTokens: promptIds.length, generatedTokens: 0, timeToFirstTokenMs: 0, prefillTokensPerSecond: 0, decodeMs: 0,
+      decodeTokensPerSecond: 0, policyMs: 0, kvCacheBytesAfterPrefill: 0, kvCacheBytes: 0,
+    },
+  });
 
   const t0 = performance.now();
-  const pre = context
-    ? await continueContext(model, context, promptIds, maxTokens)
-    : await prefill(model, Int32Array.from(promptIds), { policy, decodeCapacity: maxTokens, onLayer: options.onPrefillLayer });
+  if (signal?.aborted) return aborted();
+  let pre: Awaited<ReturnType<typeof prefill>>;
+  try {
+    pre = context
+      ? await continueContext(model, context, promptIds, maxTokens)
+      : await prefill(model, Int32Array.from(promptIds), { policy, decodeCapacity: maxTokens, onLayer: options.onPrefillLayer, signal });
+  } catch (e) {
+    if (signal?.aborted) return aborted();
+    throw e;
+  }
   const prefillEnd = performance.now();
   const kvAfterPrefill = pre.cache.bytes;
   const { invFreq } = ropeFrequencies(config, pre.nextPosition + maxTokens);
   let logits = pre.logits;
   let ttft = 0;
   let decodeStart = 0;
-  while (stop.finishReason === null) {
+  let finishReason: FinishReason | null = null;
+  if (signal?.aborted) return aborted(pre.layers);
+  while (stop.finishReason === null && finishReason === null) {
     if (outputIds.length > 0) logits = await decodeStep(model, pre.cache, outputIds[outputIds.length - 1], pre.nextPosition + outputIds.length - 1, invFreq);
     const id = sampler.sample(logits, history);
     if (outputIds.length === 0) { ttft = performance.now() - t0; decodeStart = performance.now(); }
@@ -182,16 +303,25 @@ async function* run(model: Model, prompt: PromptInput, options: GenerateOptions)
     const piece = stop.push(id, streamer ? streamer.push(id) : '');
     let chunk = piece.text;
     if (piece.finishReason !== null && piece.finishReason !== 'stop') chunk += stop.flush(streamer ? streamer.flush() : '');
-    else if (piece.finishReason === null && options.signal?.aborted) chunk += stop.flush(streamer ? streamer.flush() : '');
+    else if (piece.finishReason === null && signal?.aborted) {
+      chunk += stop.flush(streamer ? streamer.flush() : '');
+      finishReason = 'abort';
+    }
     text += chunk;
     yield { text: chunk, tokenId: id };
-    if (piece.finishReason === null && options.signal?.aborted) break;
+    if (finishReason === null && stop.finishReason === null && signal?.aborted) {
+      // Aborted while the consumer held the last chunk: release held-back text with that token's id.
+      finishReason = 'abort';
+      const rest = stop.flush(streamer ? streamer.flush() : '');
+      text += rest;
+      if (rest !== '') yield { text: rest, tokenId: id };
+    }
   }
   const decodeMs = outputIds.length > 1 ? performance.now() - decodeStart : 0;
   const prefillMs = prefillEnd - t0;
   return {
     text, promptIds, outputIds,
-    finishReason: stop.finishReason ?? 'stop',
+    finishReason: finishReason ?? stop.finishReason ?? 'stop',
     method: context ? context.method : policy.name,
     seed: sampling.seed,
     layers: pre.layers,

@@ -5,12 +5,13 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { ModelLoadError } from '../errors.js';
+import { ConfigError, ModelLoadError } from '../errors.js';
+import { NO_GENERATION_DEFAULTS, loadGenerationConfig, type GenerationDefaults } from '../model/generation-config.js';
 import { loadConfig, ropeFrequencies, type ModelConfig } from '../model/config.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { loadWeights, type ModelWeights } from '../model/weights.js';
 import { ATTN, HEAD, MLP, buildAttentionGraph, buildDecodeGraph, buildHeadGraph, buildMlpGraph } from '../graph/decoder-layer.js';
-import { Session, defaultThreads, f32, type Feeds } from './ort.js';
+import { MAX_THREADS, Session, defaultThreads, f32, type Feeds } from './ort.js';
 
 export interface LoadProgress {
   stage: 'config' | 'weights' | 'graphs' | 'tokenizer' | 'ready';
@@ -25,9 +26,17 @@ export interface LoadOptions {
   onProgress?: (p: LoadProgress) => void;
   /** Skip the tokenizer (benchmarks that feed token ids directly to a checkpoint without one). */
   withoutTokenizer?: boolean;
+  /**
+   * Told about checkpoint tensors the config does not use (as transformers warns); default: a process warning.
+   * Unused tensors that surely change the result (layers past num_hidden_layers, biases the config turns off)
+   * are an error instead.
+   */
+  onWarning?: (message: string) => void;
 }
 
 export class Model {
+  /** generation_config.json: its EOS ids and default sampling settings (empty without the file). */
+  generationDefaults: GenerationDefaults = NO_GENERATION_DEFAULTS;
   private readonly extraGraphs = new Map<string, Promise<Session>>();
   private readonly loadedExtraGraphs: Session[] = [];
   private constructor(
@@ -51,11 +60,16 @@ export class Model {
     if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
       throw new ModelLoadError(`model folder "${dir}" does not exist or is not a folder`);
     }
+    const threads = options.threads ?? defaultThreads();
+    if (!Number.isSafeInteger(threads) || threads < 1 || threads > MAX_THREADS) {
+      throw new ConfigError(`threads must be an integer from 1 to ${MAX_THREADS}, got ${String(threads)}`);
+    }
     progress({ stage: 'config', done: 0, total: 1 });
     const config = loadConfig(dir);
+    const generationDefaults = loadGenerationConfig(dir);
     const tokenizer = options.withoutTokenizer ? null : await Tokenizer.load(dir);
-    const weights = loadWeights(dir, config, (done, total) => progress({ stage: 'weights', done, total }));
-    const threads = options.threads ?? defaultThreads();
+    const warn = options.onWarning ?? ((message: string) => process.emitWarning(message, 'FastKVWarning'));
+    const weights = loadWeights(dir, config, (done, total) => progress({ stage: 'weights', done, total }), warn);
     progress({ stage: 'graphs', done: 0, total: 4 });
     const { attentionScaling } = ropeFrequencies(config, config.maxPositionEmbeddings);
     const [attention, mlp, decode, head] = await Promise.all([
@@ -90,8 +104,10 @@ export class Model {
     };
     progress({ stage: 'ready', done: 1, total: 1 });
     const decodeWeights = attentionWeights.map((feeds, l) => ({ ...feeds, ...mlpWeights[l] }));
-    return new Model(path.resolve(dir), config, weights, tokenizer, threads, { attention, mlp, decode, head },
+    const model = new Model(path.resolve(dir), config, weights, tokenizer, threads, { attention, mlp, decode, head },
       attentionWeights, mlpWeights, decodeWeights, headWeights);
+    model.generationDefaults = generationDefaults;
+    return model;
   }
 
   /**
@@ -132,9 +148,9 @@ export class Model {
     return this.tokenizerOrNull !== null;
   }
 
-  /** Token ids that end generation: the config's eos ids, and the tokenizer's. */
+  /** Token ids that end generation: those of config.json, generation_config.json and the tokenizer. */
   get eosTokenIds(): number[] {
-    const ids = new Set<number>(this.config.eosTokenIds);
+    const ids = new Set<number>([...this.config.eosTokenIds, ...this.generationDefaults.eosTokenIds]);
     for (const id of this.tokenizerOrNull?.eosTokenIds ?? []) ids.add(id);
     return [...ids];
   }

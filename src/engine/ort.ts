@@ -10,6 +10,9 @@ import { BackendError } from '../errors.js';
 export type OrtTensor = ort.Tensor;
 export type Feeds = Record<string, ort.Tensor>;
 
+/** Most intra-op threads a session may have: ONNX Runtime hangs creating a pool of 100000. */
+export const MAX_THREADS = 256;
+
 /** Number of intra-op threads when the user gives none: one per core. */
 export function defaultThreads(): number {
   return Math.max(1, typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length);

@@ -122,7 +122,9 @@ export class Sampler {
     let total = 0;
     for (let i = 0; i < count; i++) {
       const id = ids[i];
-      const e = Math.exp((logits[id] - max) * invT);
+      // d = 0 for the top token: exp(0 · ∞) would be NaN when 1 / temperature overflows (temperature 1e-310).
+      const d = logits[id] - max;
+      const e = d === 0 ? 1 : Math.exp(d * invT);
       w[id] = e;
       total += e;
     }

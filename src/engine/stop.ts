@@ -21,7 +21,8 @@
 
 import { RequestError } from '../errors.js';
 
-export type FinishReason = 'stop' | 'length' | 'eos';
+/** 'abort': the caller's signal ended the run (or the consumer of a stream stopped reading). */
+export type FinishReason = 'stop' | 'length' | 'eos' | 'abort';
 
 /** What one {@link StopCondition.push} decided. */
 export interface StopStep {

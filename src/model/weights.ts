@@ -7,7 +7,7 @@
 
 import type { ModelConfig } from './config.js';
 import { SafetensorsStore } from './safetensors.js';
-import { ModelLoadError } from '../errors.js';
+import { ModelLoadError, quoted } from '../errors.js';
 
 export interface LayerWeights {
   /** [hidden] input_layernorm. */
@@ -46,8 +46,10 @@ export interface ModelWeights {
  * Reads every weight of `dir`'s checkpoint, checking each tensor's shape against `config` (a mismatch or a
  * missing tensor is a ModelLoadError naming it). `onProgress(done, total)` is called after each tensor.
  */
-export function loadWeights(dir: string, config: ModelConfig, onProgress?: (done: number, total: number) => void): ModelWeights {
+export function loadWeights(dir: string, config: ModelConfig, onProgress?: (done: number, total: number) => void,
+  onWarning: (message: string) => void = () => {}): ModelWeights {
   const store = SafetensorsStore.open(dir);
+  const used = new Set<string>();
   const H = config.hiddenSize, I = config.intermediateSize, V = config.vocabSize, Dh = config.headDim;
   const qRows = config.numHeads * Dh, kvRows = config.numKvHeads * Dh;
   const qkvRows = qRows + 2 * kvRows;
@@ -67,6 +69,7 @@ export function loadWeights(dir: string, config: ModelConfig, onProgress?: (done
     const n = shape.reduce((a, d) => a * d, 1);
     const out = target ?? new Float32Array(n);
     store.readF32Into(name, out.subarray(offset, offset + n), shape);
+    used.add(name);
     onProgress?.(++done, total);
     return out;
   };
@@ -109,5 +112,37 @@ export function loadWeights(dir: string, config: ModelConfig, onProgress?: (done
   const finalNorm = vector('model.norm.weight', H);
   // Tied: transformers shares the embedding matrix and ignores any stored lm_head.weight.
   const lmHead = tied ? embed : read('lm_head.weight', [V, H], alloc(V * H));
+  if (tied) used.add('lm_head.weight');            // transformers ignores it too
+  checkUnused(store.names().filter((n) => !used.has(n)), config, store.dir, onWarning);
   return Object.freeze({ embed, layers: Object.freeze(layers), finalNorm, lmHead, bytes });
+}
+
+/** Buffers some checkpoints store that hold nothing the model computes from. */
+const HARMLESS = /(^|\.)rotary_emb\.inv_freq$/;
+
+/**
+ * Tensors of the checkpoint that loading did not read. Inside a decoder layer (a layer past num_hidden_layers, a
+ * bias the config turns off) they surely change what the network computes: refused, naming them. Elsewhere they
+ * are reported through `onWarning`, as transformers warns about unused weights.
+ */
+function checkUnused(unused: string[], config: ModelConfig, dir: string, onWarning: (message: string) => void): void {
+  const relevant = unused.filter((n) => !HARMLESS.test(n)).sort();
+  if (relevant.length === 0) return;
+  const list = (names: string[]) => names.slice(0, 5).map((n) => quoted(n, 80)).join(', ') + (names.length > 5 ? `, and ${names.length - 5} more` : '');
+  const beyond = relevant.filter((n) => {
+    const m = /^model\.layers\.(\d+)\./.exec(n);
+    return m !== null && Number(m[1]) >= config.numLayers;
+  });
+  if (beyond.length > 0) {
+    throw new ModelLoadError(`${dir} holds layers past num_hidden_layers (${config.numLayers} in config.json): ${list(beyond)}; ` +
+      'running without them would be a truncated network');
+  }
+  const inLayers = relevant.filter((n) => n.startsWith('model.layers.'));
+  if (inLayers.length > 0) {
+    const biases = inLayers.some((n) => /\.(q|k|v)_proj\.bias$/.test(n));
+    throw new ModelLoadError(`${dir} holds tensors that config.json does not use: ${list(inLayers)}` +
+      (biases ? ` (config.json turns q/k/v biases off: attention_bias is ${String(config.qkvBias)})` : '') +
+      '; ignoring them would change what the model computes');
+  }
+  onWarning(`${dir}: checkpoint tensors not used by ${config.architecture}: ${list(relevant)}`);
 }
