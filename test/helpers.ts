@@ -19,7 +19,7 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 import fs from 'node:fs';
 import os from 'node:os';
-import { Model } from '../src/engine/model.js';
+import { Model, type LoadOptions } from '../src/engine/model.js';
 import { writeRandomCheckpoint } from '../src/bench/random-checkpoint.js';
 import type { CompressionPolicy, LayerDecision, LayerInput } from '../src/compress/policy.js';
 
@@ -59,9 +59,11 @@ export function recording(policy: CompressionPolicy): { policy: CompressionPolic
 
 /**
  * Loads a small checkpoint with seeded random weights: a 64-wide Llama unless `config` overrides fields of its
- * config.json (layers, heads, architecture, sliding window...); stories260K's tokenizer.
+ * config.json (layers, heads, architecture, sliding window...); stories260K's tokenizer. `prepare` may change the
+ * folder before it is loaded (a NaN weight, another config.json).
  */
-export async function randomModel(config: Record<string, unknown>, seed: number): Promise<Model> {
+export async function randomModel(config: Record<string, unknown>, seed: number, prepare?: (dir: string) => void,
+  options: LoadOptions = { threads: 1 }): Promise<Model> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fastkv-random-'));
   writeRandomCheckpoint(dir, {
     architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64, intermediate_size: 96,
@@ -70,5 +72,6 @@ export async function randomModel(config: Record<string, unknown>, seed: number)
     bos_token_id: 1, eos_token_id: 2, ...config,
   }, seed);
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(STORIES, f), path.join(dir, f));
-  return Model.load(dir, { threads: 1 });
+  prepare?.(dir);
+  return Model.load(dir, options);
 }
