@@ -3,8 +3,7 @@
  * JSON results written next to them.
  * @module
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { writeFileAtomic } from './files.js';
 
 /** Formats rows as an aligned table: numbers right-aligned, text left-aligned, a rule under the header. */
 export function formatTable(headers: readonly string[], rows: readonly (readonly (string | number)[])[]): string {
@@ -47,9 +46,8 @@ export class ProgressBar {
   }
 }
 
-/** Writes `data` as pretty JSON to `file`, creating folders; returns the path. */
+/** Writes `data` as pretty JSON to `file` through a temporary file renamed into place, creating folders; returns the path. */
 export function writeJson(file: string, data: unknown): string {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  fs.writeFileSync(file, JSON.stringify(data, null, 2) + '\n');
+  writeFileAtomic(file, JSON.stringify(data, null, 2) + '\n');
   return file;
 }

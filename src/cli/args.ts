@@ -5,7 +5,8 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { RequestError } from '../errors.js';
+import { RequestError, printable } from '../errors.js';
+import { MAX_THREADS } from '../engine/ort.js';
 
 /** The bundled stories260K checkpoint (MIT, Andrej Karpathy / llama2.c), used when no --model is given. */
 export const DEFAULT_MODEL_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'models', 'stories260K');
@@ -23,6 +24,16 @@ export function numberFlag(values: Values, flag: string, opts: { integer?: boole
   if (opts.min !== undefined && n < opts.min) throw new RequestError(`--${flag} must be >= ${opts.min}, got ${text}`);
   if (opts.max !== undefined && n > opts.max) throw new RequestError(`--${flag} must be <= ${opts.max}, got ${text}`);
   return n;
+}
+
+/** `--threads N`: 1 to MAX_THREADS (ONNX Runtime hangs creating a pool of 100000). */
+export function threadsFlag(values: Values): number | undefined {
+  return numberFlag(values, 'threads', { integer: true, min: 1, max: MAX_THREADS });
+}
+
+/** Model.load's `onWarning` for the commands: one line on stderr. */
+export function warnOnStderr(message: string): void {
+  process.stderr.write(`fastkv: warning: ${printable(message, 2000)}\n`);
 }
 
 /** Writes a progress line to stderr (only when stderr is a terminal, so pipes and CI logs stay clean). */

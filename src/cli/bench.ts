@@ -3,19 +3,19 @@
  * or on a checkpoint the user points to.
  * @module
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { RequestError, quoted } from '../errors.js';
 import { hasOwn } from '../own.js';
+import { checkOutputFile, writeFileAtomic } from '../files.js';
 import { SHAPES, writeRandomCheckpoint } from '../bench/random-checkpoint.js';
 import { DEFAULT_DECODE_TOKENS, DEFAULT_LENGTHS, formatReport, machineInfo, runPrefillDecodeBench } from '../bench/prefill-decode.js';
 import { runMethodsBench, formatMethods } from '../bench/methods.js';
 import { formatContextReuse, runContextReuseBench } from '../bench/context-reuse.js';
 import { Model } from '../engine/model.js';
 import { resolvePolicy, specsFor } from '../compress/registry.js';
-import { numberFlag, progressDone, progressLine } from './args.js';
-import { COMPRESSION_FLAGS, compressionOptionsFromFlags } from './compression-flags.js';
+import { numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
+import { COMPRESSION_FLAGS, compressionOptionsFromFlags, optionFlagNames } from './compression-flags.js';
 
 const DEFAULT_SHAPE = 'qwen2.5-0.5b';
 const DEFAULT_CACHE_DIR = '.bench-models';
@@ -47,7 +47,9 @@ Options:
                         default 8192; --question-tokens N, default 32)
   --question-tokens N   question length for --context-reuse
   --retain-rate R, --tsp-rate R, --budget B, ...   method options, as in fastkv generate --help
-  --json FILE           also write the results as JSON to FILE; "--json -" prints JSON instead of the table
+  --json FILE           also write the results as JSON to FILE (checked before the run; an existing FILE is
+                        kept unless --force); "--json -" prints JSON instead of the table
+  --force               overwrite an existing --json FILE
   -h, --help            show this help
 
 Progress goes to stderr (on a terminal); the table or JSON to stdout. Expect minutes on a laptop-class CPU:
@@ -78,6 +80,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
         seed: { type: 'string' },
         'cache-dir': { type: 'string' },
         json: { type: 'string' },
+        force: { type: 'boolean' },
         methods: { type: 'string' },
         'context-reuse': { type: 'boolean' },
         'question-tokens': { type: 'string' },
@@ -101,10 +104,17 @@ export async function benchCommand(argv: string[]): Promise<void> {
   if (!hasOwn(SHAPES, shape)) throw new RequestError(`--shape must be one of ${Object.keys(SHAPES).join(', ')}, got ${quoted(shape)}`);
   const lengths = values.lengths !== undefined ? parseLengths(values.lengths) : [...DEFAULT_LENGTHS];
   const decodeTokens = numberFlag(values, 'decode-tokens', { integer: true, min: 0 }) ?? DEFAULT_DECODE_TOKENS;
-  const threads = numberFlag(values, 'threads', { integer: true, min: 1, max: 1024 });
+  const threads = threadsFlag(values);
   const seed = numberFlag(values, 'seed', { integer: true, min: 0, max: Number.MAX_SAFE_INTEGER }) ?? 0;
   const jsonTarget = values.json;
   if (jsonTarget === '') throw new RequestError('--json needs a file name, or - for stdout');
+  // Every output path is checked before minutes of benchmarking, not after.
+  const jsonFile = jsonTarget === undefined || jsonTarget === '-' ? undefined : checkOutputFile(jsonTarget, { flag: '--json', force: values.force });
+  if (values.method !== undefined) throw new RequestError('bench compares methods with --methods LIST (e.g. --methods full,fastkv), not --method');
+  const sharedOptions = compressionOptionsFromFlags(values);
+  if (values.methods === undefined && !values['context-reuse'] && Object.keys(sharedOptions).length > 0) {
+    throw new RequestError(`${optionFlagNames(sharedOptions).join(', ')}: method options need --methods (see fastkv bench --help)`);
+  }
 
   let dir: string;
   let label: string;
@@ -126,8 +136,8 @@ export async function benchCommand(argv: string[]): Promise<void> {
   }
 
   if (values['context-reuse']) {
-    const methods = specsFor((values.methods ?? 'full,fastkv').split(',').map((m) => m.trim()).filter(Boolean), compressionOptionsFromFlags(values));
-    const model = await Model.load(dir, { threads, withoutTokenizer: true, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
+    const methods = specsFor((values.methods ?? 'full,fastkv').split(',').map((m) => m.trim()).filter(Boolean), sharedOptions);
+    const model = await Model.load(dir, { threads, withoutTokenizer: true, onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
     for (const spec of methods) resolvePolicy(spec, model.config);
     const contextLengths = values.lengths !== undefined ? lengths : [8192];
     if (contextLengths.length !== 1) throw new RequestError('--context-reuse takes one context length in --lengths');
@@ -140,14 +150,14 @@ export async function benchCommand(argv: string[]): Promise<void> {
     await model.dispose();
     const out = { label, model: dir, threads: model.threads, results };
     if (jsonTarget === '-') { process.stdout.write(`${JSON.stringify(out, null, 2)}\n`); return; }
-    if (jsonTarget !== undefined) fs.writeFileSync(jsonTarget, `${JSON.stringify(out, null, 2)}\n`);
+    if (jsonFile !== undefined) writeFileAtomic(jsonFile, `${JSON.stringify(out, null, 2)}\n`);
     process.stdout.write(`${label}, ${model.threads} ONNX Runtime threads\n\n${formatContextReuse(results)}`);
     return;
   }
 
   if (values.methods !== undefined) {
-    const methods = specsFor(values.methods.split(',').map((m) => m.trim()).filter(Boolean), compressionOptionsFromFlags(values));
-    const model = await Model.load(dir, { threads, withoutTokenizer: true, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
+    const methods = specsFor(values.methods.split(',').map((m) => m.trim()).filter(Boolean), sharedOptions);
+    const model = await Model.load(dir, { threads, withoutTokenizer: true, onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
     for (const spec of methods) resolvePolicy(spec, model.config); // check every option before the long run
     const results = await runMethodsBench(model, {
       lengths: values.lengths !== undefined ? lengths : METHOD_LENGTHS,
@@ -159,7 +169,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
     await model.dispose();
     const out = { label, model: dir, threads: model.threads, machine: machineInfo(), date: new Date().toISOString(), results: results.map(({ layers, ...r }) => ({ ...r, rowsPerLayer: layers.map((l) => l.rows), keptPerLayer: layers.map((l) => l.kept) })) };
     if (jsonTarget === '-') { process.stdout.write(`${JSON.stringify(out, null, 2)}\n`); return; }
-    if (jsonTarget !== undefined) fs.writeFileSync(jsonTarget, `${JSON.stringify(out, null, 2)}\n`);
+    if (jsonFile !== undefined) writeFileAtomic(jsonFile, `${JSON.stringify(out, null, 2)}\n`);
     process.stdout.write(`${label}, ${model.threads} ONNX Runtime threads\n\n${formatMethods(results)}`);
     return;
   }
@@ -175,6 +185,6 @@ export async function benchCommand(argv: string[]): Promise<void> {
     process.stdout.write(json);
     return;
   }
-  if (jsonTarget !== undefined) fs.writeFileSync(jsonTarget, json);
+  if (jsonFile !== undefined) writeFileAtomic(jsonFile, json);
   process.stdout.write(formatReport(report));
 }

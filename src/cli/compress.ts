@@ -50,7 +50,7 @@ export async function compressCommand(argv: string[]): Promise<void> {
   if (values.out === undefined) throw new RequestError('give --out FILE, where the context is saved');
   if (values.system !== undefined && !values.chat) throw new RequestError('--system needs --chat');
   checkOutputPath(values.out);
-  const document = values.prompt ?? readPromptFile(values['prompt-file']!);
+  const document = values.prompt ?? await readPromptFile(values['prompt-file']!);
   const compression = compressionFromFlags(values);
   const maxContext = numberFlag(values, 'max-context', { integer: true, min: 1 });
   const model = await Model.load(values.model ?? DEFAULT_MODEL_DIR, {

@@ -5,6 +5,7 @@
  */
 import type { CompressionSpec } from '../compress/registry.js';
 import { METHODS } from '../compress/registry.js';
+import { RequestError } from '../errors.js';
 import { numberFlag } from './args.js';
 
 export const COMPRESSION_FLAGS = {
@@ -33,10 +34,15 @@ export const COMPRESSION_HELP = `KV-cache compression:
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 
-/** `--method NAME` and its options as a spec; undefined without `--method`. */
+/** `--method NAME` and its options as a spec; undefined without `--method` (and then no option may be given). */
 export function compressionFromFlags(values: Values): CompressionSpec | undefined {
-  if (values.method === undefined) return undefined;
-  return { method: String(values.method), ...compressionOptionsFromFlags(values) };
+  const options = compressionOptionsFromFlags(values);
+  if (values.method === undefined) {
+    const given = optionFlagNames(options);
+    if (given.length > 0) throw new RequestError(`${given.join(', ')} ${given.length > 1 ? 'are options' : 'is an option'} of a compression method; give --method too (see --help)`);
+    return undefined;
+  }
+  return { method: String(values.method), ...options };
 }
 
 /** Each method option and its flag; `true` marks integer options. */
@@ -52,6 +58,11 @@ export const OPTION_FLAGS: Readonly<Record<string, { flag: string; integer: bool
   filterLayer: { flag: 'filter-layer', integer: true },
   sinks: { flag: 'sinks', integer: true },
 };
+
+/** The flags that set these method options (`retainRate` -> `--retain-rate`), for messages. */
+export function optionFlagNames(options: Record<string, unknown>): string[] {
+  return Object.keys(options).map((o) => (o === 'pooling' ? '--pooling' : o === 'repeatKv' ? '--repeat-kv' : `--${OPTION_FLAGS[o]?.flag ?? o}`));
+}
 
 /** The method options given on the command line (budget, rates, window, ...), without a method. */
 export function compressionOptionsFromFlags(values: Values): Record<string, unknown> {

@@ -9,9 +9,10 @@ import { Model } from '../engine/model.js';
 import { METHOD_OPTIONS, resolvePolicy } from '../compress/registry.js';
 import { LONGBENCH_TASKS, loadLongBenchData, runLongBench } from '../eval/longbench.js';
 import { ProgressBar, formatTable, writeJson } from '../report.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
+import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
 import { COMPRESSION_FLAGS, COMPRESSION_HELP, OPTION_FLAGS, compressionOptionsFromFlags } from './compression-flags.js';
 import { methodColumns } from './eval.js';
+import { checkOutputDir } from '../files.js';
 
 export const LONGBENCH_HELP = `Usage: fastkv eval longbench --data PATH [--model DIR] [options]
 
@@ -45,7 +46,8 @@ ${COMPRESSION_HELP}  (Here --methods replaces --method.)
 
 Output:
   --out DIR              Write DIR/results.json: settings, per-task and average scores per method, and every
-                         sample's predictions and scores.
+                         sample's predictions and scores. Checked before the run; kept unless --force.
+  --force                Overwrite an existing DIR/results.json.
   -h, --help             Show this help.
 `;
 
@@ -56,7 +58,7 @@ export async function longbenchCommand(argv: string[]): Promise<void> {
       model: { type: 'string' }, data: { type: 'string' }, tasks: { type: 'string' }, methods: { type: 'string' },
       'retain-rates': { type: 'string' },
       'max-context': { type: 'string' }, limit: { type: 'string' }, 'question-after': { type: 'boolean' },
-      threads: { type: 'string' }, out: { type: 'string' }, seed: { type: 'string' },
+      threads: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' }, seed: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       ...COMPRESSION_FLAGS,
     },
@@ -78,15 +80,16 @@ export async function longbenchCommand(argv: string[]): Promise<void> {
   const maxContext = numberFlag(values, 'max-context', { integer: true, min: 1 });
   const limit = numberFlag(values, 'limit', { integer: true, min: 1 });
   const seed = numberFlag(values, 'seed', { integer: true }) ?? 42;
-  const threads = numberFlag(values, 'threads', { integer: true, min: 1 });
+  const threads = threadsFlag(values);
   const tasks = values.tasks === undefined ? undefined : list(values.tasks, 'tasks');
+  const out = values.out === undefined ? undefined : checkOutputDir(values.out, ['results.json'], { flag: '--out', force: values.force });
 
   const data = loadLongBenchData(values.data, {
     tasks, limit,
     onSkip: (file, why) => process.stderr.write(`skipping ${file}: ${why}\n`),
   });
   const modelDir = values.model ?? DEFAULT_MODEL_DIR;
-  const model = await Model.load(modelDir, { threads, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
+  const model = await Model.load(modelDir, { threads, onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
   progressDone();
   try {
     for (const c of columns) resolvePolicy(c.spec, model.config); // bad options fail before hours of generation
@@ -103,8 +106,8 @@ export async function longbenchCommand(argv: string[]): Promise<void> {
     process.stdout.write(`LongBench, ${path.basename(model.dir)}, ${results.placement}, max context ${results.maxContext}, ` +
       `${data.reduce((n, d) => n + d.samples.length, 0)} samples\n`);
     process.stdout.write(formatTable(['task', ...labels], rows));
-    if (values.out !== undefined) {
-      const file = writeJson(path.join(values.out, 'results.json'), {
+    if (out !== undefined) {
+      const file = writeJson(path.join(out, 'results.json'), {
         model: model.dir, data: path.resolve(values.data), limit: limit ?? null, ...results,
       });
       process.stderr.write(`results: ${file}\n`);

@@ -5,11 +5,11 @@
  * JSON (and for niah the SVG heatmaps).
  * @module
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, RequestError, quoted } from '../errors.js';
 import { own } from '../own.js';
+import { MAX_TEXT_BYTES, checkOutputDir, readTextFile, writeFileAtomic } from '../files.js';
 import { Model } from '../engine/model.js';
 import { METHODS, resolvePolicy, specsFor, type CompressionSpec } from '../compress/registry.js';
 import { fidelityWindows, runFidelity } from '../eval/fidelity.js';
@@ -18,7 +18,7 @@ import { heatmapSvg } from '../eval/heatmap.js';
 import { DEFAULT_DEPTHS, NIAH_PRESETS, minimumNiahLength, niahCases, runNiah, type MethodColumn, type NiahOptions } from '../eval/niah.js';
 import { MAGIC_NUMBER_TASKS, RULER_TASKS, runRuler, type RulerFormat, type RulerTask } from '../eval/ruler.js';
 import { ProgressBar, formatTable, writeJson } from '../report.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
+import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
 import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionOptionsFromFlags } from './compression-flags.js';
 
 const DEFAULT_METHODS = ['full', 'fastkv', 'snapkv', 'streamingllm', 'gemfilter'];
@@ -32,7 +32,8 @@ const SHARED_COMPRESSION_HELP = COMPRESSION_HELP.split('\n')
 
 const COMMON_FLAGS = {
   model: { type: 'string' }, methods: { type: 'string' }, 'retain-rates': { type: 'string' },
-  threads: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, 'max-context': { type: 'string' },
+  threads: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' },
+  'max-context': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   ...SHARED_COMPRESSION_FLAGS,
 } as const;
@@ -46,7 +47,9 @@ const COMMON_HELP = `Model and methods:
   --max-context N        Longest sequence allowed (default max_position_embeddings from config.json).
   --threads N            ONNX Runtime threads (default: one per core).
   --seed S               Seed of every random draw (default 42); the same seed gives the same numbers.
-  --out DIR              Write the results as JSON (and heatmaps for niah) into DIR.
+  --out DIR              Write the results as JSON (and heatmaps for niah) into DIR. Checked before the run:
+                         results already there are kept unless --force.
+  --force                Overwrite results already in --out DIR.
   -h, --help             Show this help.
 
 ${SHARED_COMPRESSION_HELP}`;
@@ -180,9 +183,9 @@ export function methodColumns(values: Values): MethodColumn[] {
 }
 
 async function loadModel(values: Values): Promise<Model> {
-  const threads = numberFlag(values, 'threads', { integer: true, min: 1 });
+  const threads = threadsFlag(values);
   const model = await Model.load(typeof values.model === 'string' ? values.model : DEFAULT_MODEL_DIR, {
-    threads, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
+    threads, onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
   });
   progressDone();
   return model;
@@ -193,16 +196,10 @@ function checkColumns(columns: readonly MethodColumn[], model: Model): void {
   for (const c of columns) resolvePolicy(c.spec as CompressionSpec, model.config);
 }
 
-function outDir(values: Values): string | undefined {
+/** `--out DIR`, checked before any long work: a folder (or none yet) where none of `files` exists unless --force. */
+function outDir(values: Values, files: readonly string[]): string | undefined {
   if (values.out === undefined) return undefined;
-  const dir = String(values.out);
-  if (dir === '') throw new RequestError('--out needs a folder name');
-  try {
-    fs.mkdirSync(dir, { recursive: true });
-  } catch (cause) {
-    throw new RequestError(`--out "${dir}" cannot be created: ${(cause as Error).message}`, { cause });
-  }
-  return dir;
+  return checkOutputDir(String(values.out), files, { flag: '--out', force: values.force === true });
 }
 
 function settingsOf(values: Values, model: Model, columns: readonly MethodColumn[]): Record<string, unknown> {
@@ -221,12 +218,12 @@ function seedOf(values: Values): number {
 // ---------------------------------------------------------------------------------------------------------------
 
 /** What niah and ruler share: flags read before loading, then the model, checked against the columns. */
-async function setUp(values: Values, columns: readonly MethodColumn[]) {
+async function setUp(values: Values, columns: readonly MethodColumn[], files: readonly string[]) {
   const maxTokens = numberFlag(values, 'max-tokens', { integer: true, min: 1 });
   const maxContextFlag = numberFlag(values, 'max-context', { integer: true, min: 1 });
   const seed = seedOf(values);
   const haystack = loadHaystack(values.haystack as string | undefined);
-  const dir = outDir(values);
+  const dir = outDir(values, files);
   const model = await loadModel(values);
   try {
     checkColumns(columns, model);
@@ -255,7 +252,8 @@ async function niahCommand(argv: string[]): Promise<void> {
   const depths = numberList(values, 'depths', { min: 0, max: 100 });
   const lengths = numberList(values, 'lengths', { integer: true, min: 1 });
   const samples = numberFlag(values, 'samples', { integer: true, min: 1 });
-  const { maxTokens, seed, haystack, dir, model, maxContext } = await setUp(values, columns);
+  const heatmaps = columns.flatMap((c) => ['word-recall', 'string-match'].map((name) => `niah-${fileSafe(c.label)}-${name}.svg`));
+  const { maxTokens, seed, haystack, dir, model, maxContext } = await setUp(values, columns, ['niah.json', ...heatmaps]);
   try {
     for (const l of lengths ?? []) checkLength('--lengths:', l, maxContext);
     const base = {
@@ -289,7 +287,7 @@ async function niahCommand(argv: string[]): Promise<void> {
             title: `NIAH ${c.label} on ${path.basename(model.dir)}: ${metric} (avg ${result.summary[c.label][name === 'word-recall' ? 'wordRecall' : 'stringMatch'].toFixed(1)})`,
             xLabels: result.lengths, yLabels: result.depths.map((d) => `${d}`), values: grid,
           });
-          fs.writeFileSync(path.join(dir, `niah-${fileSafe(c.label)}-${name}.svg`), svg);
+          writeFileAtomic(path.join(dir, `niah-${fileSafe(c.label)}-${name}.svg`), svg);
         }
       }
       process.stderr.write(`results in ${dir}/niah.json and ${dir}/niah-*.svg\n`);
@@ -337,7 +335,7 @@ async function rulerCommand(argv: string[]): Promise<void> {
   }
   const samples = numberFlag(values, 'samples', { integer: true, min: 1 }) ?? 10;
   const lengthFlag = numberFlag(values, 'length', { integer: true, min: 1 });
-  const { maxTokens, seed, haystack, dir, model, maxContext } = await setUp(values, columns);
+  const { maxTokens, seed, haystack, dir, model, maxContext } = await setUp(values, columns, ['ruler.json']);
   try {
     const length = lengthFlag ?? maxContext;
     checkLength('--length', length, maxContext);
@@ -372,13 +370,8 @@ async function fidelityCommand(argv: string[]): Promise<void> {
   const continuation = numberFlag(values, 'continuation', { integer: true, min: 1 }) ?? 64;
   const windows = numberFlag(values, 'windows', { integer: true, min: 1 }) ?? 1;
   const maxContext = numberFlag(values, 'max-context', { integer: true, min: 1 });
-  let text: string;
-  try {
-    text = fs.readFileSync(String(values.text), 'utf8');
-  } catch (cause) {
-    throw new RequestError(`cannot read --text "${String(values.text)}": ${(cause as Error).message}`, { cause });
-  }
-  const dir = outDir(values);
+  const text = readTextFile(String(values.text), { maxBytes: MAX_TEXT_BYTES, what: `--text ${quoted(String(values.text))}` });
+  const dir = outDir(values, ['fidelity.json']);
   const model = await loadModel(values);
   try {
     checkColumns(columns, model);

@@ -2,13 +2,13 @@
  * `fastkv generate`: stream a completion to stdout, or print one JSON object with `--json`.
  * @module
  */
-import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { RequestError } from '../errors.js';
+import { RequestError, quoted } from '../errors.js';
+import { MAX_TEXT_BYTES, readStreamText, readTextFile } from '../files.js';
 import { Model } from '../engine/model.js';
 import { stream, type GenerateOptions } from '../engine/generate.js';
 import { loadContext } from '../engine/context-file.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
+import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
 import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionFromFlags } from './compression-flags.js';
 
 export const GENERATE_HELP = `Usage: fastkv generate [--model DIR] (--prompt TEXT | --prompt-file FILE) [options]
@@ -19,16 +19,17 @@ Model and prompt:
   --model DIR            Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json).
                          Default: the bundled stories260K.
   --prompt TEXT          The prompt.
-  --prompt-file FILE     Read the prompt from FILE ('-' for stdin).
+  --prompt-file FILE     Read the prompt from FILE ('-' for stdin); a regular file of at most 256 MiB.
   --chat                 Apply the model's chat template (the prompt becomes a user message).
-  --system TEXT          System message (with --chat).
+  --system TEXT          System message (needs --chat).
   --max-context N        Longest prompt + output allowed (default: max_position_embeddings).
   --context FILE         Continue a compressed context saved by 'fastkv compress': the prompt follows the
                          context's tokens (with --chat, as a user message after the context's messages).
 
 Sampling:
   --max-tokens N         Most tokens to generate (default 256).
-  --temperature T        0 = greedy (default 0).
+  --temperature T        0 = greedy. Unset sampling options take the model's generation_config.json values
+                         (as transformers: greedy unless it sets do_sample), else greedy.
   --top-k K              Keep the K most likely tokens (0 = off).
   --top-p P              Nucleus sampling mass, (0, 1] (1 = off).
   --min-p P              Drop tokens below P × the top probability, [0, 1) (0 = off).
@@ -63,7 +64,8 @@ export async function generateCommand(argv: string[]): Promise<void> {
   if ((values.prompt === undefined) === (values['prompt-file'] === undefined)) {
     throw new RequestError('give exactly one of --prompt TEXT or --prompt-file FILE (see fastkv generate --help)');
   }
-  const prompt = values.prompt ?? readPromptFile(values['prompt-file']!);
+  if (values.system !== undefined && !values.chat) throw new RequestError('--system needs --chat (the system message goes through the chat template)');
+  const prompt = values.prompt ?? await readPromptFile(values['prompt-file']!);
   if (values.context !== undefined && values.method !== undefined) {
     throw new RequestError('--context continues an already compressed context; leave out --method and its options');
   }
@@ -80,9 +82,9 @@ export async function generateCommand(argv: string[]): Promise<void> {
     compression: compressionFromFlags(values),
     onPrefillLayer: (l, L, rows) => (l + 1 < L ? progressLine(`prefill: layer ${l + 1}/${L} (${rows} tokens)`) : progressDone()),
   };
-  const threads = numberFlag(values, 'threads', { integer: true, min: 1 });
+  const threads = threadsFlag(values);
   const model = await Model.load(values.model ?? DEFAULT_MODEL_DIR, {
-    threads,
+    threads, onWarning: warnOnStderr,
     onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
   });
   progressDone();
@@ -107,10 +109,8 @@ export async function generateCommand(argv: string[]): Promise<void> {
   await model.dispose();
 }
 
-export function readPromptFile(file: string): string {
-  try {
-    return fs.readFileSync(file === '-' ? 0 : file, 'utf8');
-  } catch (cause) {
-    throw new RequestError(`cannot read --prompt-file "${file}": ${(cause as Error).message}`, { cause });
-  }
+/** The prompt file, or stdin for '-': bounded, so /dev/zero, a FIFO or endless stdin cannot grow memory forever. */
+export async function readPromptFile(file: string): Promise<string> {
+  if (file === '-') return readStreamText(process.stdin, { maxBytes: MAX_TEXT_BYTES, what: '--prompt-file - (standard input)' });
+  return readTextFile(file, { maxBytes: MAX_TEXT_BYTES, what: `--prompt-file ${quoted(file)}` });
 }

@@ -67,6 +67,14 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
+// Output piped into `head` closes early: stop quietly, as other command-line tools do, instead of an EPIPE stack.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw error;
+  });
+}
+
 main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (error: unknown) => {
   if (error instanceof FastKVError) {
     process.stderr.write(`fastkv: ${error.message}\n`);

@@ -47,8 +47,9 @@ export function fidelityWindows(tokenizer: Tokenizer, text: string, o: FidelityW
   const bare = tokenizer.encode('a', { addSpecialTokens: false });
   const withSpecial = tokenizer.encode('a');
   const prefix = withSpecial.slice(0, Math.max(0, withSpecial.indexOf(bare[0])));
-  const ids = tokenizer.encode(text, { addSpecialTokens: false });
   const per = o.context - prefix.length + o.continuation;
+  // Only as much of the text as the windows need is tokenized: a huge --text costs what the windows cost.
+  const ids = tokenizer.encodePrefix(text, per * windows);
   if (ids.length < per * windows) {
     throw new RequestError(`--text has ${ids.length} tokens; ${windows} window(s) of --context ${o.context} + --continuation ${o.continuation} need ${per * windows}`);
   }

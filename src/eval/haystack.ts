@@ -13,7 +13,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { RequestError } from '../errors.js';
+import { RequestError, quoted } from '../errors.js';
+import { MAX_TEXT_BYTES, readTextFile } from '../files.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import { Xoshiro128 } from '../random.js';
 
@@ -116,11 +117,7 @@ export function loadHaystack(dir?: string): Haystack {
 }
 
 function readHaystackFile(file: string): string {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch (cause) {
-    throw new RequestError(`cannot read haystack file "${file}": ${(cause as Error).message}`, { cause });
-  }
+  return readTextFile(file, { maxBytes: MAX_TEXT_BYTES, what: `haystack file ${quoted(file)}` });
 }
 
 const tokenCache = new WeakMap<Tokenizer, Map<string, number[]>>();

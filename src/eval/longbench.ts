@@ -27,6 +27,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError, RequestError } from '../errors.js';
+import { MAX_TEXT_BYTES, readTextFile } from '../files.js';
 import type { CompressionSpec } from '../compress/registry.js';
 import { generate } from '../engine/generate.js';
 import type { Model } from '../engine/model.js';
@@ -288,12 +289,7 @@ export function loadLongBenchData(dataPath: string, options: LoadDataOptions = {
   }
   const limit = options.limit ?? Infinity;
   const load = (task: LongBenchTask, file: string): TaskData => {
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new RequestError(`cannot read ${file}: ${(err as Error).message}`);
-    }
+    const text = readTextFile(file, { maxBytes: MAX_TEXT_BYTES, what: file });
     return { task, file, samples: parseLongBenchJsonl(text, file, task, limit) };
   };
 
