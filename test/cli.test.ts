@@ -116,3 +116,108 @@ test('compress saves a context that generate --context continues as if given the
     assert.doesNotMatch(e.stderr, /unexpected error/);
   }
 });
+
+/** Runs the CLI with a shell (pipes, FIFOs); returns code and output. */
+function shell(command: string, timeout = 60_000) {
+  const r = spawnSync('bash', ['-c', command], { encoding: 'utf8', timeout, env: { ...process.env, FASTKV: `${process.execPath} ${CLI}` } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr, signal: r.signal };
+}
+
+test('non-regular and endless input is refused at once: /dev/zero, a FIFO, endless stdin, --text /dev/zero', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fastkv-cli-'));
+  try {
+    const fifo = path.join(tmp, 'fifo');
+    spawnSync('mkfifo', [fifo]);
+    const cases: [string[], RegExp][] = [
+      [['generate', '--prompt-file', '/dev/zero'], /--prompt-file "\/dev\/zero" is not a regular file \(a character device\)/],
+      [['generate', '--prompt-file', fifo], /is not a regular file \(a FIFO\)/],
+      [['eval', 'fidelity', '--text', '/dev/zero'], /--text "\/dev\/zero" is not a regular file/],
+      [['generate', '--prompt', 'x', '--model', tmp], /config\.json/],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = fastkv(...args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, pattern);
+    }
+    fs.symlinkSync('/dev/zero', path.join(tmp, 'config.json'));
+    const link = fastkv('generate', '--prompt', 'x', '--model', tmp);
+    assert.match(link.stderr, /config\.json is not a regular file/);
+    fs.rmSync(path.join(tmp, 'config.json'));
+    spawnSync('mkfifo', [path.join(tmp, 'config.json')]);
+    const blocked = fastkv('generate', '--prompt', 'x', '--model', tmp);
+    assert.match(blocked.stderr, /config\.json is not a regular file \(a FIFO\)/);
+    const endless = shell('head -c 300000000 /dev/zero | $FASTKV generate --prompt-file -');
+    assert.equal(endless.code, 2, endless.stderr);
+    assert.match(endless.stderr, /standard input\) is more than the limit of 268435456 bytes/);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test('names are own-property lookups; thread counts, stray method options and --system without --chat are refused', () => {
+  const cases: [string[], RegExp][] = [
+    [['generate', '--prompt', 'x', '--method', 'constructor'], /unknown compression method "constructor"/],
+    [['generate', '--prompt', 'x', '--method', '__proto__'], /unknown compression method "__proto__"/],
+    [['generate', '--prompt', 'x', '--method', 'toString'], /unknown compression method "toString"/],
+    [['eval', 'valueOf'], /unknown eval subcommand "valueOf"/],
+    [['bench', '--shape', 'toString'], /--shape must be one of/],
+    [['eval', 'niah', '--preset', 'constructor'], /--preset must be one of/],
+    [['generate', '--prompt', 'x', '--threads', '100000'], /--threads must be <= 256/],
+    [['eval', 'fidelity', '--text', path.join(ROOT, 'data', 'stories-haystack.txt'), '--threads', '100000'], /--threads must be <= 256/],
+    [['generate', '--prompt', 'x', '--budget', '10'], /--budget is an option of a compression method; give --method/],
+    [['generate', '--prompt', 'x', '--system', 'Be kind.'], /--system needs --chat/],
+    [['bench', '--budget', '10'], /--budget: method options need --methods/],
+    [['bench', '--method', 'fastkv'], /--methods LIST/],
+    [['eval', 'niah', '--answer', ''], /--answer must not be empty/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = fastkv(...args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, pattern, `${args.join(' ')}: ${r.stderr}`);
+    assert.doesNotMatch(r.stderr, /unexpected error|TypeError|    at /, r.stderr);
+  }
+  const cmd = fastkv('constructor');
+  assert.equal(cmd.code, 2);
+  assert.match(cmd.stderr, /unknown command "constructor"/);
+});
+
+test('piping output into head ends quietly, without an EPIPE stack', () => {
+  const r = shell(`$FASTKV generate --prompt ${JSON.stringify(reference.prompt)} --max-tokens 200 --threads 1 | head -c 1`);
+  assert.equal(r.code, 0);
+  assert.doesNotMatch(r.stderr, /EPIPE|unexpected error/, r.stderr);
+});
+
+test('output paths are checked before the work, and results on disk are kept unless --force', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fastkv-cli-'));
+  try {
+    const existing = path.join(tmp, 'results.json');
+    fs.writeFileSync(existing, 'precious');
+    const cases: [string[], RegExp][] = [
+      [['bench', '--json', tmp, '--lengths', '8'], /--json .* is a folder/],
+      [['bench', '--json', path.join(tmp, 'missing', 'x.json'), '--lengths', '8'], /the folder .*missing does not exist/],
+      [['bench', '--json', existing, '--lengths', '8'], /already exists; pass --force/],
+      [['eval', 'longbench', '--data', path.join(ROOT, 'test', 'fixtures', 'longbench'), '--out', existing], /exists and is not a folder/],
+      [['eval', 'longbench', '--data', path.join(ROOT, 'test', 'fixtures', 'longbench'), '--out', tmp], /results\.json .*already exists; pass --force/],
+      [['eval', 'fidelity', '--text', path.join(ROOT, 'data', 'stories-haystack.txt'), '--out', existing], /exists and is not a folder/],
+    ];
+    for (const [args, pattern] of cases) {
+      const t0 = Date.now();
+      const r = fastkv(...args);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, pattern, `${args.join(' ')}: ${r.stderr}`);
+      assert.ok(Date.now() - t0 < 20_000, 'refused before the work');
+    }
+    assert.equal(fs.readFileSync(existing, 'utf8'), 'precious');
+    const out = path.join(tmp, 'f');
+    const args = ['eval', 'fidelity', '--text', path.join(ROOT, 'data', 'stories-haystack.txt'), '--context', '32',
+      '--continuation', '4', '--methods', 'full', '--threads', '1', '--out', out];
+    assert.equal(fastkv(...args).code, 0);
+    const again = fastkv(...args);
+    assert.equal(again.code, 2);
+    assert.match(again.stderr, /fidelity\.json .*already exists/);
+    assert.equal(fastkv(...args, '--force').code, 0);
+    assert.deepEqual(fs.readdirSync(out), ['fidelity.json'], 'no temporary file left behind');
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
