@@ -130,6 +130,7 @@ export function checkOutputFile(file: string, o: { flag: string; force?: boolean
   let st: fs.Stats | undefined;
   try { st = fs.statSync(target); } catch { st = undefined; }
   if (st?.isDirectory()) throw new RequestError(`${o.flag} ${printable(file)} is a folder; give a file name`);
+  if (st !== undefined && !st.isFile()) throw new RequestError(`${o.flag} ${printable(file)} is not a regular file (${kindOf(st)})`);
   if (st !== undefined && !o.force) {
     throw new RequestError(`${o.flag} ${printable(file)} already exists; pass --force to overwrite it`);
   }

@@ -134,9 +134,14 @@ export class Tokenizer {
     try {
       inner = new hf.Tokenizer(tokenizerJson, tokenizerConfig);
     } catch (err) {
-      throw new ModelLoadError(`cannot build a tokenizer from ${sources.tokenizerJson}: ${errorText(err)}`, { cause: err });
+      throw new ModelLoadError(`cannot build a tokenizer from ${sources.tokenizerJson}: ${printable(errorText(err), 200)}`, { cause: err });
     }
-    return new Tokenizer(inner, tokenizerConfig, template, { ...sources, chatTemplate: templateSource });
+    try {
+      return new Tokenizer(inner, tokenizerConfig, template, { ...sources, chatTemplate: templateSource });
+    } catch (err) {
+      if (err instanceof ModelLoadError) throw err;
+      throw new ModelLoadError(`cannot use the tokenizer from ${sources.tokenizerJson}: ${printable(errorText(err), 200)}`, { cause: err });
+    }
   }
 
   private constructor(hf: HfTokenizer, config: Record<string, unknown>, template: string | null, sources: Sources) {
@@ -181,7 +186,7 @@ export class Tokenizer {
    */
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
     if (typeof text !== 'string') throw new RequestError(`text to encode must be a string, got ${typeof text}`);
-    const ids = this.#hf.encode(text, { add_special_tokens: false }).ids;
+    const ids = this.#encodeIds(text);
     if (options.addSpecialTokens === false) return ids;
     if (this.#prefixIds.length === 0 && this.#suffixIds.length === 0) return ids;
     return [...this.#prefixIds, ...ids, ...this.#suffixIds];
@@ -203,7 +208,7 @@ export class Tokenizer {
       let pieces = 0;
       for (let at = 0; at < text.length;) {
         const end = pieceEnd(text, at);
-        counted += this.#hf.encode(text.slice(at, end), { add_special_tokens: false }).ids.length;
+        counted += this.#encodeIds(text.slice(at, end)).length;
         pieces++;
         at = end;
         // Each cut may change a token or two at the seam; only a count clearly past the limit refuses.
@@ -227,7 +232,7 @@ export class Tokenizer {
     let at = 0;
     while (at < text.length && counted < minTokens + 64) {
       const end = pieceEnd(text, at);
-      counted += this.#hf.encode(text.slice(at, end), { add_special_tokens: false }).ids.length;
+      counted += this.#encodeIds(text.slice(at, end)).length;
       at = end;
     }
     if (at < text.length) at = pieceEnd(text, at);      // one more piece: the margin past the cut
@@ -299,6 +304,15 @@ export class Tokenizer {
     return this.#chatTemplate;
   }
 
+  /** The library's encode; its failures (a tokenizer.json it accepted but cannot run) name the file. */
+  #encodeIds(text: string): number[] {
+    try {
+      return this.#hf.encode(text, { add_special_tokens: false }).ids;
+    } catch (err) {
+      throw new ModelLoadError(`the tokenizer from ${this.#sources.tokenizerJson} failed to encode text: ${printable(errorText(err), 200)}`, { cause: err });
+    }
+  }
+
   #decode(ids: ArrayLike<number>, skipSpecialTokens: boolean, strictBytes: boolean): string {
     const known: number[] = [];
     for (let i = 0; i < ids.length; i++) {
@@ -309,6 +323,8 @@ export class Tokenizer {
     this.#byteMode.strict = strictBytes;
     try {
       return this.#hf.decode(known, { skip_special_tokens: skipSpecialTokens });
+    } catch (err) {
+      throw new ModelLoadError(`the tokenizer from ${this.#sources.tokenizerJson} failed to decode: ${printable(errorText(err), 200)}`, { cause: err });
     } finally {
       this.#byteMode.strict = true;
     }
