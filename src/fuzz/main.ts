@@ -28,12 +28,18 @@ const int = (v: string | undefined, def: number) => {
 const report = await runFuzz({
   cases: int(values.cases, 1000), seed: int(values.seed, 1), timeoutMs: int(values.timeout, 30_000), workers: Math.max(1, int(values.workers, 1)),
   targets: values.targets?.split(',').map((s) => s.trim()).filter(Boolean),
-  onProgress: (done, total) => { if (done % 100 === 0 || done === total) process.stderr.write(`fuzz: ${done}/${total}\n`); },
+  onProgress: (done, total, soFar) => {
+    if (done % 100 !== 0 && done !== total) return;
+    process.stderr.write(`fuzz: ${done}/${total}\n`);
+    // A long run that is stopped still leaves what it found.
+    if (values.json && done % 500 === 0) fs.writeFileSync(values.json, `${JSON.stringify({ partial: true, done, ...soFar }, null, 2)}\n`);
+  },
 });
 const rows = Object.entries(report.counts).map(([target, c]) => [target, ...OUTCOMES.map((k) => c[k])]);
 rows.push(['total', ...OUTCOMES.map((k) => Object.values(report.counts).reduce((a, c) => a + c[k], 0))]);
 process.stdout.write(`fuzz: ${report.cases} cases, seed ${report.seed}, ${report.seconds.toFixed(0)} s\n`);
 process.stdout.write(formatTable(['target', ...OUTCOMES], rows));
+process.stdout.write(`slowest cases: ${report.slowest.slice(0, 5).map(([t, i, sec]) => `${t} #${i} ${sec.toFixed(1)} s`).join(', ')}\n`);
 for (const f of report.findings) process.stdout.write(`\n${f.outcome.toUpperCase()} ${f.target} #${f.index}: ${f.detail}\n`);
 if (values.json) fs.writeFileSync(values.json, `${JSON.stringify(report, null, 2)}\n`);
 process.exitCode = report.findings.some((f) => FINDINGS.includes(f.outcome)) ? 1 : 0;

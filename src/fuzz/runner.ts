@@ -29,7 +29,8 @@ export interface FuzzOptions {
   memoryBytes?: number;
   /** Worker processes run in parallel (default 1). */
   workers?: number;
-  onProgress?: (done: number, total: number) => void;
+  /** After each case, with the counts and findings so far. */
+  onProgress?: (done: number, total: number, soFar: Pick<FuzzReport, 'counts' | 'findings' | 'slowest'>) => void;
 }
 
 export interface Finding { target: string; index: number; outcome: Outcome; detail: string }
@@ -40,6 +41,8 @@ export interface FuzzReport {
   findings: Finding[];
   /** Per target, the most frequent clean error messages (numbers and paths blurred) and how often each came. */
   errors: Record<string, [string, number][]>;
+  /** The slowest cases: target, index, seconds. */
+  slowest: [string, number, number][];
   seconds: number;
 }
 
@@ -117,6 +120,7 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
   const t0 = performance.now();
   const counts: FuzzReport['counts'] = Object.fromEntries(names.map((n) => [n, Object.fromEntries(OUTCOMES.map((k) => [k, 0])) as Record<Outcome, number>]));
   const findings: Finding[] = [];
+  const slowest: [string, number, number][] = [];
   const errorKinds: Record<string, Map<string, number>> = Object.fromEntries(names.map((n) => [n, new Map()]));
   const queue: CaseRequest[] = Array.from({ length: o.cases }, (_, i) => ({ target: names[i % names.length], seed: o.seed, index: Math.floor(i / names.length) }));
   const total = queue.length;
@@ -126,14 +130,17 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
   try {
     await Promise.all(workers.map(async (w) => {
       for (let req = queue.shift(); req !== undefined; req = queue.shift()) {
+        const started = performance.now();
         const { outcome, detail } = await w.run(req, timeoutMs, memoryBytes);
+        slowest.push([req.target, req.index, (performance.now() - started) / 1000]);
+        slowest.sort((a, b) => b[2] - a[2]).splice(10);
         counts[req.target][outcome]++;
         if (FINDINGS.includes(outcome)) findings.push({ target: req.target, index: req.index, outcome, detail });
         if (outcome === 'error') {
           const key = detail.replace(/\/[^\s:"]+/g, 'PATH').replace(/-?\d[\d.e+-]*/g, 'N').slice(0, 100);
           errorKinds[req.target].set(key, (errorKinds[req.target].get(key) ?? 0) + 1);
         }
-        o.onProgress?.(++done, total);
+        o.onProgress?.(++done, total, { counts, findings, slowest });
       }
     }));
   } finally {
@@ -141,5 +148,5 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
     fs.rmSync(root, { recursive: true, force: true });
   }
   const errors = Object.fromEntries(names.map((n) => [n, [...errorKinds[n].entries()].sort((a, b) => b[1] - a[1]).slice(0, 12)]));
-  return { seed: o.seed, cases: total, counts, findings, errors, seconds: (performance.now() - t0) / 1000 };
+  return { seed: o.seed, cases: total, counts, findings, errors, slowest, seconds: (performance.now() - t0) / 1000 };
 }

@@ -221,13 +221,18 @@ export const tokenizerTarget: Target<TokFixture> = {
     const config = clone(fx.config) as Record<string, any>;
     for (let k = r.int(4); k > 0; k--) {
       switch (r.int(8)) {
-        case 0: { const t = r.pick(json.added_tokens as Record<string, unknown>[]); t[r.pick(['id', 'content', 'special', 'normalized'])] = hostileValue(r, 3); break; }
-        case 1: { const keys = Object.keys(json.model.vocab); json.model.vocab[r.pick(keys)] = hostileValue(r, 10); break; }
-        case 2: json.model[r.pick(['type', 'unk_token', 'byte_fallback', 'fuse_unk', 'merges', 'dropout'])] = hostileValue(r); break;
+        case 0: {
+          if (!Array.isArray(json.added_tokens) || json.added_tokens.length === 0) break;
+          const t = r.pick(json.added_tokens as unknown[]);
+          if (t !== null && typeof t === 'object') (t as Record<string, unknown>)[r.pick(['id', 'content', 'special', 'normalized'])] = hostileValue(r, 3);
+          break;
+        }
+        case 1: { const v = json.model?.vocab; if (v !== null && typeof v === 'object' && !Array.isArray(v)) v[r.pick(Object.keys(v).concat('x'))] = hostileValue(r, 10); break; }
+        case 2: if (json.model !== null && typeof json.model === 'object') json.model[r.pick(['type', 'unk_token', 'byte_fallback', 'fuse_unk', 'merges', 'dropout'])] = hostileValue(r); break;
         case 3: json[r.pick(['normalizer', 'pre_tokenizer', 'decoder', 'post_processor', 'added_tokens', 'model'])] = hostileValue(r); break;
         case 4: config[r.pick(['bos_token', 'eos_token', 'unk_token', 'pad_token', 'add_bos_token', 'add_eos_token'])] = hostileValue(r); break;
-        case 5: json.added_tokens = [...json.added_tokens, { id: r.pick([...EDGE_NUMBERS, 600, 511]), content: randomText(r, 8), special: r.chance(0.5) }]; break;
-        case 6: if (Array.isArray(json.model.merges) && json.model.merges.length > 0) json.model.merges[r.int(json.model.merges.length)] = hostileValue(r); break;
+        case 5: json.added_tokens = [...(Array.isArray(json.added_tokens) ? json.added_tokens : []), { id: r.pick([...EDGE_NUMBERS, 600, 511]), content: randomText(r, 8), special: r.chance(0.5) }]; break;
+        case 6: if (Array.isArray(json.model?.merges) && json.model.merges.length > 0) json.model.merges[r.int(json.model.merges.length)] = hostileValue(r); break;
         default: config.chat_template = r.chance(0.8) ? r.pick(TEMPLATES) : hostileValue(r);
       }
     }

@@ -513,22 +513,26 @@ function pieceEnd(text: string, at: number): number {
  * at decode, with a TypeError (an added token with id 1.5).
  */
 function checkTokenIds(json: Record<string, unknown>, source: string): void {
-  const ok = (id: unknown) => Number.isSafeInteger(id) && (id as number) >= 0;
+  const vocab = (json.model as { vocab?: unknown } | undefined)?.vocab;
   const added = json.added_tokens;
+  // Ids are dense in real tokenizers; the library walks every id up to the largest, so an id of 1e9 would hang it.
+  const entries = (Array.isArray(added) ? added.length : 0)
+    + (Array.isArray(vocab) ? vocab.length : vocab !== null && typeof vocab === 'object' ? Object.keys(vocab).length : 0);
+  const maxId = 2 * entries + 65536;
+  const ok = (id: unknown) => Number.isSafeInteger(id) && (id as number) >= 0 && (id as number) < maxId;
   if (added !== undefined && added !== null) {
     if (!Array.isArray(added)) throw new ModelLoadError(`${source}: "added_tokens" must be a list`);
     for (const [i, t] of added.entries()) {
       const id = (t as { id?: unknown } | null)?.id;
       if (!ok(id) || typeof (t as { content?: unknown }).content !== 'string') {
-        throw new ModelLoadError(`${source}: added_tokens[${i}] needs a string "content" and a non-negative integer "id", ` +
+        throw new ModelLoadError(`${source}: added_tokens[${i}] needs a string "content" and an integer "id" from 0 to ${maxId - 1}, ` +
           `got ${printable(JSON.stringify(t) ?? String(t), 100)}`);
       }
     }
   }
-  const vocab = (json.model as { vocab?: unknown } | undefined)?.vocab;
   if (vocab !== null && typeof vocab === 'object' && !Array.isArray(vocab)) {
     for (const [token, id] of Object.entries(vocab)) {
-      if (!ok(id)) throw new ModelLoadError(`${source}: model.vocab gives ${printable(JSON.stringify(token), 60)} the id ${printable(String(JSON.stringify(id)), 40)}; ids are non-negative integers`);
+      if (!ok(id)) throw new ModelLoadError(`${source}: model.vocab gives ${printable(JSON.stringify(token), 60)} the id ${printable(String(JSON.stringify(id)), 40)}; ids are integers from 0 to ${maxId - 1}`);
     }
   }
 }
