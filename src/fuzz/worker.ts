@@ -14,6 +14,8 @@ export interface CaseReply { outcome: 'ok' | 'error' | 'crash' | 'wrong' | 'nan'
 
 const workDir = process.argv[2];
 fs.mkdirSync(workDir, { recursive: true });
+// Relative paths the CLI target makes up (`--out 1.5`) must land in the scratch folder, not the repository.
+process.chdir(workDir);
 const fixtures = new Map<string, Promise<unknown>>();
 
 // The CLI target runs commands in-process: their output is not the point, and must not reach the runner.
