@@ -10,7 +10,7 @@
  * @module
  */
 import type { Model } from '../engine/model.js';
-import { generate } from '../engine/generate.js';
+import { GREEDY, generate } from '../engine/generate.js';
 import type { LayerStats } from '../engine/forward.js';
 import type { ModelConfig } from '../model/config.js';
 import type { CompressionSpec } from '../compress/registry.js';
@@ -75,9 +75,9 @@ export async function runMethodsBench(model: Model, options: MethodsBenchOptions
   // Warm-up, not timed: each method once on a short prompt (graph creation, first runs), then full once at the
   // first length, so that the first timed run does not pay for growing the process's memory alone.
   const warm = randomPrompt(Math.min(256, ...options.lengths), c.vocabSize, 7);
-  for (const spec of methods) await generate(model, { ids: warm }, { compression: spec, maxTokens: 2, ignoreEos: true, maxContext: Number.MAX_SAFE_INTEGER });
+  for (const spec of methods) await generate(model, { ids: warm }, { ...GREEDY, compression: spec, maxTokens: 2, ignoreEos: true, maxContext: Number.MAX_SAFE_INTEGER });
   progress('warm-up: full at the first length');
-  await generate(model, { ids: randomPrompt(options.lengths[0], c.vocabSize, 7) }, { maxTokens: 2, ignoreEos: true, maxContext: Number.MAX_SAFE_INTEGER });
+  await generate(model, { ids: randomPrompt(options.lengths[0], c.vocabSize, 7) }, { ...GREEDY, maxTokens: 2, ignoreEos: true, maxContext: Number.MAX_SAFE_INTEGER });
 
   const results: MethodResult[] = [];
   for (const n of options.lengths) {
@@ -86,7 +86,7 @@ export async function runMethodsBench(model: Model, options: MethodsBenchOptions
     for (const spec of methods) {
       progress(`${n} tokens: ${spec.method}`);
       const r = await generate(model, { ids }, {
-        compression: spec, maxTokens: decodeTokens, ignoreEos: true, maxContext: Number.MAX_SAFE_INTEGER,
+        ...GREEDY, compression: spec, maxTokens: decodeTokens, ignoreEos: true, maxContext: Number.MAX_SAFE_INTEGER,
         onPrefillLayer: (l, L, rows) => progress(`${n} tokens: ${spec.method}: prefill layer ${l + 1}/${L} (${rows} rows)`),
       });
       const t = r.timings;

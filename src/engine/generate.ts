@@ -226,6 +226,9 @@ export function stream(model: Model, prompt: PromptInput, options: GenerateOptio
   };
 }
 
+/** Plain greedy decoding, whatever generation_config.json sets (evaluations and benchmarks decode greedily). */
+export const GREEDY: Readonly<SamplingOptions> = Object.freeze({ temperature: 0, repetitionPenalty: 1 });
+
 /** Sampling settings: the caller's, and for any left unset, generation_config.json's. */
 function samplingOf(model: Model, options: GenerateOptions): SamplingOptions {
   const given = Object.fromEntries(

@@ -29,7 +29,7 @@ import path from 'node:path';
 import { ConfigError, RequestError } from '../errors.js';
 import { MAX_TEXT_BYTES, readTextFile } from '../files.js';
 import type { CompressionSpec } from '../compress/registry.js';
-import { generate } from '../engine/generate.js';
+import { GREEDY, generate } from '../engine/generate.js';
 import type { Model } from '../engine/model.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import {
@@ -545,7 +545,7 @@ export async function runLongBench(model: Model, data: readonly TaskData[], meth
           outputIds = (await generateWithQuestionAfter(model, built.promptIds, built.questionIds, m.spec, task.maxNewTokens)).outputIds;
         } else {
           outputIds = (await generate(model, { ids: built.promptIds }, {
-            maxTokens: task.maxNewTokens, compression: m.spec, maxContext, seed,
+            ...GREEDY, maxTokens: task.maxNewTokens, compression: m.spec, maxContext, seed,
           })).outputIds;
         }
         // As pred.py: decode the new tokens without special tokens (EOS and any other).

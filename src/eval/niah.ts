@@ -11,7 +11,7 @@
  */
 import { RequestError, quoted } from '../errors.js';
 import { own } from '../own.js';
-import { generate } from '../engine/generate.js';
+import { GREEDY, generate } from '../engine/generate.js';
 import type { Model } from '../engine/model.js';
 import type { CompressionSpec } from '../compress/registry.js';
 import type { Tokenizer } from '../model/tokenizer.js';
@@ -253,7 +253,8 @@ export async function answerPrompt(model: Model, prompt: BuiltPrompt, spec: Comp
     const r = await generateWithQuestionAfter(model, prompt.ids.slice(0, prompt.contextEnd), prompt.ids.slice(prompt.contextEnd), spec, o.maxTokens);
     return { text: cutAtStop(r.text, o.stop), outputIds: r.outputIds };
   }
-  const r = await generate(model, { ids: prompt.ids }, { maxTokens: o.maxTokens, compression: spec, stop: o.stop, maxContext: o.maxContext });
+  // Greedy whatever generation_config.json says: the protocol decodes greedily.
+  const r = await generate(model, { ids: prompt.ids }, { ...GREEDY, maxTokens: o.maxTokens, compression: spec, stop: o.stop, maxContext: o.maxContext });
   return { text: cutAtStop(r.text, o.stop), outputIds: r.outputIds };
 }
 
