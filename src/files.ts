@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { FastKVError, RequestError, printable } from './errors.js';
+import { FastKVError, RequestError, printable, quoted } from './errors.js';
 
 /** Caps on what fastkv reads: JSON metadata files and user text. */
 export const MAX_JSON_BYTES = 64 * 1024 * 1024;      // tokenizer.json of a 256k vocabulary is ~20 MB
@@ -148,15 +148,23 @@ export function checkOutputDir(dir: string, names: readonly string[], o: { flag:
   return target;
 }
 
-/** Writes `data` to `file` through a temporary file in the same folder, renamed into place; creates the folder. */
+/**
+ * Writes `data` to `file` through a temporary file in the same folder, renamed into place (a reader never sees half a
+ * file, and an interrupted run leaves the old one); creates the folder.
+ * @throws RequestError naming the file when it cannot be written.
+ */
 export function writeFileAtomic(file: string, data: string | Uint8Array): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+  } catch (cause) {
+    throw new RequestError(`cannot write ${quoted(file)}: ${(cause as Error).message}`, { cause });
+  }
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${Date.now().toString(36)}.tmp`);
   try {
     fs.writeFileSync(tmp, data, { flag: 'wx' });
     fs.renameSync(tmp, file);
-  } catch (e) {
+  } catch (cause) {
     try { fs.rmSync(tmp, { force: true }); } catch { /* already gone */ }
-    throw e;
+    throw new RequestError(`cannot write ${quoted(file)}: ${(cause as Error).message}`, { cause });
   }
 }

@@ -235,3 +235,15 @@ test('fastkv eval longbench: end to end on the fixture, complete results, same s
   await assert.rejects(longbenchCommand(['--data', FIXTURE, '--methods', 'full', '--tsp-rate', '0.2']), /--tsp-rate is not used by any of --methods full/);
   await assert.rejects(longbenchCommand(['--max-context', '1024']), /--data PATH is required/);
 });
+
+test('a sample far longer than any LongBench sample is refused after tokenizing a bounded part of it', async () => {
+  const { Tokenizer } = await import('../model/tokenizer.js');
+  const tok = Tokenizer.load(DEFAULT_MODEL_DIR);
+  const huge = { context: 'The cat sat on the mat and looked at the sun. '.repeat(200_000), input: 'Where did the cat sit?' };  // ~9 MB
+  for (const questionAfter of [false, true]) {
+    const t0 = performance.now();
+    assert.throws(() => buildPrompt(tok, TASKS.qasper, huge, { maxContext: 128, questionAfter }),
+      /longbench qasper: a sample has more than 8192 tokens/);
+    assert.ok(performance.now() - t0 < 10_000);
+  }
+});

@@ -376,6 +376,9 @@ export interface PromptOptions {
 
 const QUESTION_MARK = '\u0001fastkv:question-after\u0001';
 
+/** Longest sample accepted, in contexts (--max-context): LongBench's longest are a few times a 32k context. */
+const MAX_SAMPLE_CONTEXTS = 64;
+
 /**
  * Fills the template, truncates it in the middle to the limit (raw text, before the chat template, as LongBench's
  * pred.py: encode, keep the first and last half of the ids, decode both halves without special tokens and join)
@@ -395,9 +398,15 @@ export function buildPrompt(tokenizer: Tokenizer, task: LongBenchTask, sample: P
   const tooSmall = () => new RequestError(`longbench ${task.name}: --max-context ${options.maxContext} leaves no room for the prompt ` +
     `(${task.maxNewTokens} new tokens${chat ? ` and ${overhead} chat-template tokens` : ''})`);
 
+  // Over-long samples are truncated in the middle, so they must be tokenized whole; but not without bound: a
+  // sample of more than MAX_SAMPLE_CONTEXTS contexts is refused after tokenizing that much of it.
+  const rawLimit = MAX_SAMPLE_CONTEXTS * options.maxContext;
+  const encodeRaw = (text: string) => tokenizer.encodeWithin(text, rawLimit, {
+    what: `longbench ${task.name}: a sample`, hint: `more than ${MAX_SAMPLE_CONTEXTS} × --max-context; LongBench samples are shorter`,
+  });
   if (!options.questionAfter) {
     const raw = fillTemplate(task.prompt, sample);
-    const rawIds = tokenizer.encode(raw);
+    const rawIds = encodeRaw(raw);
     let limit = target - overhead;
     for (let attempt = 0; attempt < 8; attempt++) {
       if (limit < 2) throw tooSmall();
@@ -414,7 +423,7 @@ export function buildPrompt(tokenizer: Tokenizer, task: LongBenchTask, sample: P
   const parts = splitTemplate(task);
   const contextText = fillTemplate(parts.context, sample);
   const questionText = fillTemplate(parts.question, sample);
-  const contextIds = tokenizer.encode(contextText);
+  const contextIds = encodeRaw(contextText);
   const questionLength = tokenizer.encode(questionText, { addSpecialTokens: false }).length;
   const rawTokens = contextIds.length + questionLength;
   const wrapSplit = (context: string): [number[], number[]] => {

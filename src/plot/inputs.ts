@@ -10,7 +10,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { RequestError } from '../errors.js';
+import { RequestError, quoted } from '../errors.js';
+import { readJsonFile as readBoundedJson } from '../files.js';
 import type { CompressionSpec } from '../compress/registry.js';
 
 /** Largest input file read (an eval file with every sample's text is a few MB). */
@@ -137,27 +138,9 @@ function show(value: Json): string {
   return text.length > 40 ? `${text.slice(0, 40)}...` : text;
 }
 
-/** Reads and parses one input file: a regular file of at most MAX_INPUT_BYTES holding JSON. */
+/** Reads and parses one input file: a regular file of at most MAX_INPUT_BYTES holding JSON (the shared bounded reader). */
 export function readJsonFile(file: string, what: string): Json {
-  let stat: fs.Stats;
-  try {
-    stat = fs.statSync(file);
-  } catch (cause) {
-    throw new RequestError(`${what} "${file}" cannot be read: ${(cause as Error).message}`, { cause });
-  }
-  if (!stat.isFile()) throw new RequestError(`${what} "${file}" is not a regular file`);
-  if (stat.size > MAX_INPUT_BYTES) throw new RequestError(`${what} "${file}" is ${stat.size} bytes, more than the limit of ${MAX_INPUT_BYTES}`);
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (cause) {
-    throw new RequestError(`${what} "${file}" cannot be read: ${(cause as Error).message}`, { cause });
-  }
-  try {
-    return JSON.parse(text);
-  } catch (cause) {
-    throw new RequestError(`${what} "${file}" is not valid JSON: ${(cause as Error).message}`, { cause });
-  }
+  return readBoundedJson(file, { maxBytes: MAX_INPUT_BYTES, what: `${what} ${quoted(file)}` }) as Json;
 }
 
 // ---- names ----------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { RequestError } from '../errors.js';
+import { writeFileAtomic } from '../files.js';
 import { EVAL_METRICS, type BenchInput, type EvalInput, type SpeedPoint } from './inputs.js';
 import { accuracySpeedChart, lengthChart, niahHeatmapChart, type AccuracyRow, type Caption, type HeatmapRow, type LengthRow } from './charts.js';
 import { renderSvg, svgToPng } from './render.js';
@@ -188,18 +189,6 @@ export async function writeReport(dir: string, plan: ReportPlan, onFile: (file: 
   }
   put('report.md', plan.markdown);
   return written;
-}
-
-/** Writes through a temporary file in the same folder, renamed into place, so a reader never sees half a file. */
-export function writeFileAtomic(file: string, data: string | Buffer): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  try {
-    fs.writeFileSync(tmp, data);
-    fs.renameSync(tmp, file);
-  } catch (cause) {
-    fs.rmSync(tmp, { force: true });
-    throw new RequestError(`cannot write "${file}": ${(cause as Error).message}`, { cause });
-  }
 }
 
 // ---- checks ---------------------------------------------------------------------------------------------------
