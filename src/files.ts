@@ -120,6 +120,16 @@ export function checkOutputFile(file: string, o: { flag: string; force?: boolean
   try { dirStat = fs.statSync(dir); } catch { dirStat = undefined; }
   if (dirStat === undefined) {
     if (!o.createParents) throw new RequestError(`${o.flag} ${printable(file)}: the folder ${printable(dir)} does not exist`);
+    // It will be created: what exists of its path must be folders (not `results.txt/sub`).
+    for (let up = path.dirname(dir); ; up = path.dirname(up)) {
+      let st: fs.Stats | undefined;
+      try { st = fs.statSync(up); } catch { st = undefined; }
+      if (st !== undefined) {
+        if (!st.isDirectory()) throw new RequestError(`${o.flag} ${printable(file)}: ${printable(up)} is not a folder`);
+        break;
+      }
+      if (up === path.dirname(up)) break;
+    }
   } else if (!dirStat.isDirectory()) {
     throw new RequestError(`${o.flag} ${printable(file)}: ${printable(dir)} is not a folder`);
   } else {

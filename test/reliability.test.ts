@@ -60,9 +60,12 @@ test('prompt ids are checked, never coerced: 2**32+403, NaN, 1.5, "1" and -1 are
   await assert.rejects(generate(model, { messages: 'hi' } as never), (e: unknown) => e instanceof RequestError && /messages/.test(e.message));
 });
 
-test('system without chat is refused, not ignored', async () => {
+test('system without chat is refused, not ignored; stop must be a list', async () => {
   const model = await modelPromise;
   await assert.rejects(generate(model, PROMPT, { system: 'Be brief.' }), (e: unknown) => e instanceof RequestError && /system/.test(e.message));
+  for (const stop of [5, true, 'x', { a: 1 }]) {   // found by the fuzz suite: a TypeError before
+    await assert.rejects(generate(model, PROMPT, { stop: stop as never }), (e: unknown) => e instanceof RequestError && /stop must be a list/.test(e.message));
+  }
 });
 
 test('a 50 MB prompt is refused quickly, naming its size and the limit', async () => {

@@ -56,6 +56,7 @@ export class StopCondition {
       throw new RequestError(`maxTokens must be an integer >= 0; got ${String(opts.maxTokens)}`);
     }
     const stops = opts.stopStrings ?? [];
+    if (!Array.isArray(stops)) throw new RequestError(`stop must be a list of strings; got ${typeof stops}`);
     for (const s of stops) {
       if (typeof s !== 'string' || s.length === 0) {
         throw new RequestError(`stop strings must be non-empty strings; got ${JSON.stringify(s)}`);
