@@ -66,6 +66,6 @@ test('generation stops at the context limit, and an abort signal stops it early'
   assert.equal((await s.result).outputIds.length, 3);
   await assert.rejects(generate(model, 'x', { temperature: -1 }), (e: Error) => e instanceof RequestError && /temperature/.test(e.message));
   await assert.rejects(generate(model, 'x', { maxTokens: 1.5 }), /maxTokens/);
-  await assert.rejects(generate(model, { ids: [1, 9999] }), /prompt\.ids\[1\] is 9999, not a token id of the vocabulary \[0, 512\)/);
+  await assert.rejects(generate(model, { ids: [1, 9999] }), /token id 9999 at index 1 is outside the vocabulary \[0, 512\)/);
   await assert.rejects(generate(model, { ids: [] }), /no tokens/);
 });

@@ -8,7 +8,7 @@ import { RequestError } from '../errors.js';
 import { Model } from '../engine/model.js';
 import { compressContext } from '../engine/context.js';
 import { checkOutputPath } from '../engine/context-file.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
+import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
 import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionFromFlags } from './compression-flags.js';
 import { readPromptFile } from './generate.js';
 
@@ -54,7 +54,7 @@ export async function compressCommand(argv: string[]): Promise<void> {
   const compression = compressionFromFlags(values);
   const maxContext = numberFlag(values, 'max-context', { integer: true, min: 1 });
   const model = await Model.load(values.model ?? DEFAULT_MODEL_DIR, {
-    threads: numberFlag(values, 'threads', { integer: true, min: 1 }),
+    threads: threadsFlag(values), onWarning: warnOnStderr,
     onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
   });
   progressDone();

@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { RequestError } from '../errors.js';
 import { Model } from '../engine/model.js';
 import { createServer } from '../serve/server.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
+import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
 import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionFromFlags } from './compression-flags.js';
 
 export const SERVE_HELP = `Usage: fastkv serve [--model DIR] [--host 127.0.0.1] [--port 8080] [options]
@@ -61,10 +61,10 @@ export async function serveCommand(argv: string[]): Promise<void> {
     maxContexts: numberFlag(values, 'max-contexts', { integer: true, min: 0 }),
     compression: compressionFromFlags(values),
   };
-  const threads = numberFlag(values, 'threads', { integer: true, min: 1 });
+  const threads = threadsFlag(values);
   const log = values.quiet ? undefined : (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   const model = await Model.load(values.model ?? DEFAULT_MODEL_DIR, {
-    threads, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
+    threads, onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
   });
   progressDone();
   const server = await createServer({

@@ -131,9 +131,10 @@ export function encodePrompt(model: Model, prompt: PromptInput,
   for (let i = 0; i < list.length; i++) {
     const id = list[i];
     // 2**32 + 403 must not run as 403, nor 1.5 as 1, nor NaN as 0.
-    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= vocab) {
-      throw new RequestError(`prompt.ids[${i}] is ${typeof id === 'number' ? String(id) : typeof id}, not a token id of the vocabulary [0, ${vocab})`);
+    if (typeof id !== 'number' || !Number.isInteger(id)) {
+      throw new RequestError(`prompt.ids[${i}] is ${typeof id === 'number' ? String(id) : typeof id}, not an integer token id`);
     }
+    if (id < 0 || id >= vocab) throw new RequestError(`token id ${id} at index ${i} is outside the vocabulary [0, ${vocab}) (prompt.ids[${i}])`);
     out[i] = id;
   }
   return out;
