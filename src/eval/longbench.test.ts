@@ -247,3 +247,16 @@ test('a sample far longer than any LongBench sample is refused after tokenizing 
     assert.ok(performance.now() - t0 < 10_000);
   }
 });
+
+test('--data that is a FIFO or a device is refused, not listed as a folder (found by the fuzz suite)', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fastkv-lb-'));
+  try {
+    execFileSync('mkfifo', [path.join(dir, 'fifo')]);
+    for (const data of [path.join(dir, 'fifo'), '/dev/null']) {
+      assert.throws(() => loadLongBenchData(data), /neither a regular file nor a folder/);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -287,6 +287,9 @@ export function loadLongBenchData(dataPath: string, options: LoadDataOptions = {
   } catch {
     throw new RequestError(`--data "${dataPath}" does not exist (give a folder of LongBench .jsonl files or one .jsonl file)`);
   }
+  if (!stat.isFile() && !stat.isDirectory()) {
+    throw new RequestError(`--data "${dataPath}" is neither a regular file nor a folder (give a folder of LongBench .jsonl files or one .jsonl file)`);
+  }
   const limit = options.limit ?? Infinity;
   const load = (task: LongBenchTask, file: string): TaskData => {
     const text = readTextFile(file, { maxBytes: MAX_TEXT_BYTES, what: file });
