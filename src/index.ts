@@ -15,7 +15,7 @@ export { Model, type LoadOptions, type LoadProgress } from './engine/model.js';
 
 /** Generate a completion (a promise) or stream it (an async iterable with a `result` promise). */
 export {
-  generate, stream, encodePrompt,
+  generate, stream, encodePrompt, GREEDY,
   type GenerateOptions, type GenerateResult, type PromptInput, type StreamChunk, type Timings, type TokenStream,
 } from './engine/generate.js';
 export type { SamplingOptions } from './engine/sampling.js';
@@ -46,4 +46,4 @@ export { SafetensorsStore, writeSafetensors } from './model/safetensors.js';
 export { Tokenizer, TextStreamer, type ChatMessage } from './model/tokenizer.js';
 
 /** Errors: one base class with a stable `code`, one subclass per party who must act. */
-export { FastKVError, ConfigError, ModelLoadError, RequestError, BackendError, type ErrorCode } from './errors.js';
+export { FastKVError, ConfigError, ModelLoadError, RequestError, BackendError, NumericError, type ErrorCode } from './errors.js';
