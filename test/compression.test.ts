@@ -13,10 +13,13 @@ import { generate } from '../src/engine/generate.js';
 import { ropeFrequencies } from '../src/model/config.js';
 import { resolvePolicy, METHODS, type CompressionSpec } from '../src/compress/registry.js';
 import { ConfigError } from '../src/errors.js';
-import { FIXTURES, HAYSTACK, STORIES, randomModel, recording, storyText } from './helpers.js';
+import { FIXTURES, HAYSTACK, STORIES, headScoresFile, randomModel, recording, storyText } from './helpers.js';
 import { argmax } from '../src/engine/sampling.js';
 
 const stories = Model.load(STORIES, { threads: 1 });
+const storiesHeadScores = headScoresFile(5, 8); // stories260K: 5 layers of 8 query heads
+/** Options a method cannot run without (HeadKV's score file). */
+const required = (method: string): Record<string, unknown> => (method === 'headkv' ? { headScores: storiesHeadScores } : {});
 const longPrompt = storyText(3300); // about 1,500 stories260K tokens
 
 /** Greedy decode of `steps` tokens after a prefill; returns every logits row (prefill's first). */
@@ -34,6 +37,44 @@ test('fastkv with retainRate 1 and tspRate 1 gives exactly the logits of full', 
     const full = await greedyLogits(model, ids, { method: 'full' }, 6);
     const fast = await greedyLogits(model, ids, { method: 'fastkv', retainRate: 1, tspRate: 1 }, 6);
     for (let s = 0; s < full.length; s++) assert.deepEqual(fast[s], full[s], `step ${s}`);
+  }
+});
+
+test('pyramidkv, adakv and headkv with every budget at least the prompt give exactly the logits of full', async () => {
+  const model = await stories;
+  const ids = model.tokenizer.encode(storyText(600));
+  const full = await greedyLogits(model, ids, { method: 'full' }, 5);
+  for (const spec of [{ method: 'pyramidkv', retainRate: 1 }, { method: 'adakv', retainRate: 1 }, { method: 'headkv', retainRate: 1, headScores: storiesHeadScores }] as CompressionSpec[]) {
+    const got = await greedyLogits(model, ids, spec, 5);
+    for (let s = 0; s < full.length; s++) assert.deepEqual(got[s], full[s], `${spec.method} step ${s}`);
+  }
+});
+
+test('pyramidkv in the engine: layer budgets decrease and average the flat budget; adakv and headkv: KV bytes = Σ per-head entries', async () => {
+  const model = await stories;
+  const c = model.config;
+  const ids = model.tokenizer.encode(longPrompt);
+  const N = ids.length;
+  const B = 100;
+  const pyr = await prefill(model, Int32Array.from(ids), { policy: resolvePolicy({ method: 'pyramidkv', budget: B }, c) });
+  const kept = pyr.layers.map((l) => l.kept);
+  for (let l = 1; l < kept.length; l++) assert.ok(kept[l] < kept[l - 1], `layer budgets ${kept.join(', ')}`);
+  // base 92, min 92 // 20 = 4, max 180, step 176 // 4 = 44: exact, so the mean is B.
+  assert.deepEqual(kept, [188, 144, 100, 56, 12]);
+  assert.ok(N > 2 * B);
+  for (const spec of [{ method: 'adakv', budget: B }, { method: 'headkv', budget: B, headScores: storiesHeadScores }] as CompressionSpec[]) {
+    const r = await generate(model, { ids }, { maxTokens: 1, compression: spec, maxContext: 4096 });
+    const perHead = r.layers.map((l) => l.keptPerHead ?? new Array<number>(c.numKvHeads).fill(l.kept));
+    assert.ok(perHead.some((heads) => new Set(heads).size > 1), `${spec.method}: no layer is ragged`);
+    const entries = perHead.flat().reduce((a, b) => a + b, 0);
+    assert.equal(r.timings.kvCacheBytesAfterPrefill, entries * c.headDim * 8, spec.method);
+    if (spec.method === 'adakv') {
+      // Each head at least the floor α·B' plus the window; each layer about H·B' + H·w in total.
+      for (const heads of perHead) {
+        for (const k of heads) assert.ok(k >= Math.floor(0.2 * (B - 8)) + 8);
+        assert.ok(Math.abs(heads.reduce((a, b) => a + b, 0) - c.numKvHeads * B) <= c.numKvHeads);
+      }
+    }
   }
 });
 
@@ -81,8 +122,8 @@ test('fastkv proportional mode: floor(N·retainRate) entries per KV head, floor(
   // Every layer's cache: ascending original positions per head, ending with the window.
   for (let l = 0; l < model.config.numLayers; l++) {
     const cache = run.cache.layer(l);
-    for (let h = 0; h < cache.numKvHeads; h++) {
-      const pos = Array.from(cache.positions.subarray(h * cache.capacity, h * cache.capacity + cache.length));
+    for (let h = 0; h < cache.numHeads; h++) {
+      const pos = Array.from(cache.headPositions(h));
       for (let i = 1; i < pos.length; i++) assert.ok(pos[i] > pos[i - 1]);
       assert.deepEqual(pos.slice(-w), Array.from({ length: w }, (_, i) => N - w + i));
     }
@@ -96,7 +137,7 @@ test('with one query head per KV head and kernel 1, fastkv selects exactly what 
   const fast = await prefill(model, Int32Array.from(ids), { policy: resolvePolicy({ method: 'fastkv', tspRate: 1, ...opts }, model.config) });
   const snap = await prefill(model, Int32Array.from(ids), { policy: resolvePolicy({ method: 'snapkv', ...opts }, model.config) });
   for (let l = 0; l < 3; l++) {
-    assert.deepEqual(fast.cache.layer(l).positions, snap.cache.layer(l).positions, `layer ${l}`);
+    for (let h = 0; h < model.config.numKvHeads; h++) assert.deepEqual(fast.cache.layer(l).headPositions(h), snap.cache.layer(l).headPositions(h), `layer ${l}`);
     assert.equal(fast.cache.layer(l).length, 60);
   }
 });
@@ -187,7 +228,7 @@ test('after compression, decoding continues at positions N, N+1, ... (checked ag
     const run = await prefill(model, Int32Array.from(ids), { policy: resolvePolicy(spec, model.config), decodeCapacity: steps });
     assert.equal(run.nextPosition, ids.length);
     const cache = run.cache.layer(0);
-    const keptPositions = Array.from(cache.positions.subarray(0, cache.length));
+    const keptPositions = Array.from(cache.headPositions(0));
     const { invFreq } = ropeFrequencies(model.config, ids.length + steps);
     let logits = run.logits;
     const generated: number[] = [];
@@ -213,7 +254,7 @@ test('GemFilter restarts on its selected tokens with positions 0..k−1', async 
   assert.ok(run.restartedOn && run.restartedOn.length === k);
   assert.equal(run.nextPosition, k);
   const last = run.cache.layer(model.config.numLayers - 1);
-  assert.deepEqual(Array.from(last.positions.subarray(0, last.length)), Array.from({ length: k }, (_, i) => i));
+  assert.deepEqual(Array.from(last.headPositions(0)), Array.from({ length: k }, (_, i) => i));
 });
 
 test('reported KV bytes = Σ layers entries × KV heads × head_dim × 2 × 4', async () => {
@@ -232,7 +273,7 @@ test('every method on a ~1,500-token story prompt writes story words and reports
   const prompt = longPrompt;
   const vocabulary = new Set(fs.readFileSync(HAYSTACK, 'utf8').toLowerCase().match(/[a-z]+/g));
   for (const method of METHODS) {
-    const r = await generate(model, prompt, { maxTokens: 48, compression: { method }, maxContext: 4096 });
+    const r = await generate(model, prompt, { maxTokens: 48, compression: { method, ...required(method) }, maxContext: 4096 });
     const words = r.text.toLowerCase().match(/[a-z]+/g) ?? [];
     const known = words.filter((wd) => vocabulary.has(wd)).length;
     assert.ok(words.length >= 10, `${method}: "${r.text}"`);
@@ -273,7 +314,9 @@ test('invalid compression parameters get errors that name them', async () => {
 test('budgets larger than the prompt keep everything', async () => {
   const model = await stories;
   const ids = model.tokenizer.encode(storyText(300));
-  for (const spec of [{ method: 'fastkv', budget: 5000, tspLength: 6000 }, { method: 'snapkv', budget: 5000 }, { method: 'streamingllm', budget: 5000 }] as CompressionSpec[]) {
+  const specs = [{ method: 'fastkv', budget: 5000, tspLength: 6000 }, { method: 'snapkv', budget: 5000 }, { method: 'streamingllm', budget: 5000 },
+    { method: 'pyramidkv', budget: 5000 }, { method: 'adakv', budget: 5000 }, { method: 'headkv', budget: 5000, headScores: storiesHeadScores }] as CompressionSpec[];
+  for (const spec of specs) {
     const run = await prefill(model, Int32Array.from(ids), { policy: resolvePolicy(spec, model.config) });
     for (const l of run.layers) assert.deepEqual(l, { rows: ids.length, kept: ids.length }, spec.method);
   }

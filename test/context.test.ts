@@ -128,8 +128,11 @@ test('a file for another model, a truncated file, a corrupted header or data, or
   await assert.rejects(loadContext(model, badData), /corrupted: its data does not match the checksum/);
 
   const newer = path.join(tmp, 'newer.kv');
-  rewriteHeader(good, newer, (h) => { h.__metadata__.format_version = '2'; });
-  await assert.rejects(loadContext(model, newer), /format version 2, newer than this fastkv reads \(1\)/);
+  rewriteHeader(good, newer, (h) => { h.__metadata__.format_version = '3'; });
+  await assert.rejects(loadContext(model, newer), /format version 3, newer than this fastkv reads \(2\)/);
+  const older = path.join(tmp, 'older.kv');
+  rewriteHeader(good, older, (h) => { h.__metadata__.format_version = '1'; });
+  await assert.rejects(loadContext(model, older), /format version 1, older than this fastkv reads \(2\); build the context again/);
 
   const notContext = path.join(tmp, 'weights.kv');
   fs.copyFileSync(path.join(STORIES, 'model.safetensors'), notContext);
@@ -181,7 +184,21 @@ test('a question fed after a context gives the logits of prefilling both, with a
     const whole = await prefill(model, Int32Array.from(ids));
     assert.ok(maxAbsDiff(continued.logits, whole.logits) < 1e-4, `sliding window ${slidingWindow}`);
     assert.equal(continued.nextPosition, ids.length);
-    assert.deepEqual(ctx.cache.lengths, Array(model.config.numLayers).fill(13), 'the context kept its entries');
+    assert.deepEqual(ctx.cache.lengths, Array.from({ length: model.config.numLayers }, () => Array(model.config.numKvHeads).fill(13)), 'the context kept its entries');
     await model.dispose();
   }
+});
+
+test('a ragged (adakv) context saves and loads with every head\'s own length, and continues as the one in memory', async () => {
+  const model = await modelPromise;
+  const ctx = await compressContext(model, DOCUMENT, { compression: { method: 'adakv', retainRate: 0.3 } });
+  assert.ok(ctx.cache.layers.some((l) => l!.ragged), 'heads keep different numbers of entries');
+  const file = path.join(tmp, 'ragged.kv');
+  await ctx.save(file);
+  const loaded = await loadContext(model, file);
+  assert.deepEqual(loaded.cache.lengths, ctx.cache.lengths);
+  assert.equal(loaded.kvBytes, ctx.kvBytes);
+  const a = await generate(model, QUESTION, { maxTokens: 12, context: ctx });
+  const b = await generate(model, QUESTION, { maxTokens: 12, context: loaded });
+  assert.deepEqual(b.outputIds, a.outputIds);
 });

@@ -75,3 +75,16 @@ export async function randomModel(config: Record<string, unknown>, seed: number,
   prepare?.(dir);
   return Model.load(dir, options);
 }
+
+/**
+ * A head-score file (HeadKV's `"layer-head": [scores]` format) for a model of `layers` × `heads` query heads,
+ * with deterministic uneven scores; returns its path.
+ */
+export function headScoresFile(layers: number, heads: number): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fastkv-heads-'));
+  const scores: Record<string, number[]> = {};
+  for (let l = 0; l < layers; l++) for (let h = 0; h < heads; h++) scores[`${l}-${h}`] = [((l * 7 + h * 13) % 11) / 10, ((l + h) % 3) / 10];
+  const file = path.join(dir, 'head-scores.json');
+  fs.writeFileSync(file, JSON.stringify(scores));
+  return file;
+}

@@ -14,6 +14,7 @@ export const COMPRESSION_FLAGS = {
   'tsp-rate': { type: 'string' }, 'tsp-layer': { type: 'string' }, 'tsp-length': { type: 'string' },
   window: { type: 'string' }, kernel: { type: 'string' }, pooling: { type: 'string' },
   'filter-layer': { type: 'string' }, sinks: { type: 'string' }, 'repeat-kv': { type: 'boolean' },
+  beta: { type: 'string' }, 'floor-alpha': { type: 'string' }, 'head-scores': { type: 'string' },
 } as const;
 
 export const COMPRESSION_HELP = `KV-cache compression:
@@ -30,6 +31,10 @@ export const COMPRESSION_HELP = `KV-cache compression:
   --filter-layer F       gemfilter: filter layer (default 13 of 32, scaled to the depth).
   --sinks S              streamingllm: attention-sink tokens (default 4).
   --repeat-kv            snapkv: select per query head with K/V repeated, as the original (G× the memory).
+  --beta B               pyramidkv: last layer keeps (B−w)/β (default 20); headkv: B // β of each head's
+                         budget goes to the shared pool (default 1.01).
+  --floor-alpha A        adakv: share of the budget every head is guaranteed, [0, 1] (default 0.2).
+  --head-scores FILE     headkv: head-importance JSON ("layer-head": [scores]), e.g. from fastkv profile-heads.
 `;
 
 type Values = Record<string, string | boolean | string[] | undefined>;
@@ -57,6 +62,8 @@ export const OPTION_FLAGS: Readonly<Record<string, { flag: string; integer: bool
   kernelSize: { flag: 'kernel', integer: true },
   filterLayer: { flag: 'filter-layer', integer: true },
   sinks: { flag: 'sinks', integer: true },
+  beta: { flag: 'beta', integer: false },
+  floorAlpha: { flag: 'floor-alpha', integer: false },
 };
 
 /** The flags that set these method options (`retainRate` -> `--retain-rate`), for messages. */
@@ -73,5 +80,6 @@ export function compressionOptionsFromFlags(values: Values): Record<string, unkn
   }
   if (values.pooling !== undefined) options.pooling = String(values.pooling);
   if (values['repeat-kv'] === true) options.repeatKv = true;
+  if (values['head-scores'] !== undefined) options.headScores = String(values['head-scores']);
   return options;
 }

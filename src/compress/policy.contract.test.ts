@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { Model } from '../engine/model.js';
 import { prefill } from '../engine/forward.js';
 import { METHODS, resolvePolicy, type CompressionSpec } from './registry.js';
-import { STORIES, recording, storyText } from '../../test/helpers.js';
+import { STORIES, headScoresFile, recording, storyText } from '../../test/helpers.js';
 
 
 interface Row {
@@ -20,7 +20,17 @@ interface Row {
   /** Rows every head must keep whenever it compresses: the last `window` rows. 0 = none (see reason). */
   window: (spec: Record<string, unknown>) => number;
   reason?: string;
+  /** Heads keep different counts (AdaKV, HeadKV): the budget then bounds their mean, not each head. */
+  ragged?: boolean;
+  /**
+   * Limits from the flat budget `bound` and window `w` when they differ from it: on one layer's count (its mean
+   * over heads when ragged) and on the mean over every layer and head. PyramidKV gives early layers up to twice
+   * the flat budget; HeadKV's budgets are global (a layer may hold more), averaging about B + w a head.
+   */
+  limits?: (bound: number, w: number) => { layer: number; mean: number };
 }
+
+const scoresFile = headScoresFile(5, 8); // stories260K: 5 layers of 8 query heads
 
 const TABLE: Row[] = [
   { method: 'full', configs: [{}], window: () => 0, reason: 'keeps everything' },
@@ -31,6 +41,11 @@ const TABLE: Row[] = [
     window: (s) => (s.windowSize as number) ?? 8,
   },
   { method: 'snapkv', configs: [{ retainRate: 0.5 }, {}, { retainRate: 0.3, repeatKv: true }, { budget: 12, windowSize: 4, kernelSize: 1 }], window: (s) => (s.windowSize as number) ?? 8 },
+  { method: 'pyramidkv', configs: [{ retainRate: 0.5 }, {}, { budget: 24, beta: 4, windowSize: 4 }], window: (s) => (s.windowSize as number) ?? 8,
+    limits: (bound) => ({ layer: 2 * bound, mean: bound + 3 }) },
+  { method: 'adakv', configs: [{ retainRate: 0.5 }, {}, { retainRate: 0.05, floorAlpha: 0.5, groupReduce: 'max' }, { budget: 16, floorAlpha: 0, normalize: true }], window: (s) => (s.windowSize as number) ?? 8, ragged: true },
+  { method: 'headkv', configs: [{ retainRate: 0.5, headScores: scoresFile }, { headScores: scoresFile }, { budget: 16, beta: 2, temp: 2, windowSize: 4, headScores: scoresFile }], window: (s) => (s.windowSize as number) ?? 8, ragged: true,
+    limits: (bound, w) => ({ layer: Infinity, mean: bound + w + 1 }) },
   { method: 'h2o', configs: [{ retainRate: 0.5 }, {}, { budget: 12 }], window: () => 8 },
   { method: 'streamingllm', configs: [{ retainRate: 0.5 }, {}, { budget: 6, sinks: 2 }], window: () => 1, reason: 'keeps the most recent token among its recent window' },
   { method: 'gemfilter', configs: [{ retainRate: 0.5 }, {}, { budget: 16, filterLayer: 0 }], window: () => 0, reason: 'ranks every token, window included' },
@@ -61,6 +76,8 @@ for (const row of TABLE) {
       const run = await prefill(model, ids, { policy: wrapped });
       const bound = Math.max((options.budget as number | undefined) ?? Math.floor(N * ((options.retainRate as number | undefined) ?? 0.1)) + 1, 9);
       const w = row.window(options);
+      const limits = row.limits?.(bound, w) ?? { layer: bound, mean: bound };
+      const allCounts: number[] = [];
       let cacheLayer = 0;
       for (const { input: { numRows: n, positionIds }, decision } of decisions) {
         if (decision.kind === 'restart') {
@@ -70,16 +87,18 @@ for (const row of TABLE) {
           continue;
         }
         if (decision.keep) {
-          const count = decision.keep[0].length;
+          const counts = decision.keep.map((rows) => rows.length);
           decision.keep.forEach((rows, h) => {
             assertAscendingInRange(rows, n, `head ${h}`);
-            assert.equal(rows.length, count, 'every head keeps the same count');
-            if (count > 0 && w > 0) assert.deepEqual(Array.from(rows.subarray(count - w)), Array.from({ length: w }, (_, i) => n - w + i), 'window kept');
+            if (!row.ragged) assert.equal(rows.length, counts[0], 'every head keeps the same count');
+            if (rows.length > 0 && w > 0) assert.deepEqual(Array.from(rows.subarray(rows.length - w)), Array.from({ length: w }, (_, i) => n - w + i), 'window kept');
           });
-          assert.ok(count <= bound, `kept ${count} > budget ${bound}`);
+          const mean = counts.reduce((a, b) => a + b, 0) / counts.length;
+          assert.ok((row.ragged ? mean : counts[0]) <= limits.layer, `kept ${counts.join(',')} > budget ${limits.layer}`);
+          allCounts.push(...counts);
           // Positions preserved: slot s of head h holds the original position of row keep[h][s].
           const cache = run.restartedOn ? null : run.cache.layer(cacheLayer);
-          if (cache) decision.keep.forEach((rows, h) => rows.forEach((r, s) => assert.equal(cache.positions[h * cache.capacity + s], positionIds[r])));
+          if (cache) decision.keep.forEach((rows, h) => rows.forEach((r, s) => assert.equal(cache.headPositions(h)[s], positionIds[r])));
         }
         if (decision.kind === 'propagate') {
           assertAscendingInRange(decision.rows, n, 'propagated rows');
@@ -87,11 +106,18 @@ for (const row of TABLE) {
         }
         cacheLayer++;
       }
+      if (allCounts.length > 0) {
+        const mean = allCounts.reduce((a, b) => a + b, 0) / allCounts.length;
+        assert.ok(mean <= limits.mean, `mean kept ${mean} > ${limits.mean}`);
+      }
       // Deterministic: the same input gives the same caches.
       const again = await prefill(model, ids, { policy: resolvePolicy(spec, model.config) });
       for (let l = 0; l < model.config.numLayers; l++) {
-        assert.deepEqual(again.cache.layer(l).positions, run.cache.layer(l).positions);
-        assert.deepEqual(again.cache.layer(l).keys, run.cache.layer(l).keys);
+        const [a, b] = [again.cache.layer(l), run.cache.layer(l)];
+        for (let h = 0; h < a.numHeads; h++) {
+          assert.deepEqual(a.headPositions(h), b.headPositions(h));
+          assert.deepEqual(a.headKeys(h), b.headKeys(h));
+        }
       }
     });
   }

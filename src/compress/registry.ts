@@ -5,10 +5,13 @@
 import { ConfigError, quoted } from '../errors.js';
 import { own } from '../own.js';
 import type { ModelConfig } from '../model/config.js';
+import { adakv } from './adakv.js';
 import { fastkv } from './fastkv.js';
 import { gemfilter } from './gemfilter.js';
 import { h2o } from './h2o.js';
+import { headkv } from './headkv.js';
 import { fullPolicy, type CompressionPolicy } from './policy.js';
+import { pyramidkv } from './pyramidkv.js';
 import { snapkv } from './snapkv.js';
 import { streamingllm } from './streamingllm.js';
 
@@ -22,7 +25,7 @@ type Factory = (options: Record<string, unknown>, config: ModelConfig) => Compre
 
 const FACTORIES: Record<string, Factory> = {
   full: () => fullPolicy,
-  fastkv, snapkv, streamingllm, h2o, gemfilter,
+  fastkv, snapkv, pyramidkv, adakv, headkv, streamingllm, h2o, gemfilter,
 };
 
 export const METHODS: readonly string[] = Object.keys(FACTORIES);
@@ -34,6 +37,9 @@ export const METHOD_OPTIONS: Readonly<Record<string, readonly string[]>> = {
   full: [],
   fastkv: [...BUDGET, ...WINDOW, 'tspLayer', 'tspRate', 'tspLength'],
   snapkv: [...BUDGET, ...WINDOW, 'repeatKv'],
+  pyramidkv: [...BUDGET, ...WINDOW, 'beta'],
+  adakv: [...BUDGET, ...WINDOW, 'floorAlpha', 'groupReduce', 'normalize'],
+  headkv: [...BUDGET, ...WINDOW, 'headScores', 'beta', 'temp'],
   streamingllm: [...BUDGET, 'sinks'],
   h2o: [...BUDGET, 'windowSize'],
   gemfilter: [...BUDGET, 'filterLayer', 'kernelSize'],

@@ -71,3 +71,36 @@ export function keepTopAndWindow(scores: ScoreMatrix, n: number, budget: number,
   for (let h = 0; h < scores.heads; h++) kept.push(concat(topK(row(scores, h), budget - window), windowRows));
   return kept;
 }
+
+/**
+ * Per head h: the top `prefixCounts[h]` prefix scores plus the last `window` rows of `n`; heads may keep
+ * different counts (AdaKV, HeadKV). A count is capped at the n − window prefix rows.
+ */
+export function keepTopAndWindowPerHead(scores: ScoreMatrix, n: number, prefixCounts: ArrayLike<number>, window: number): Int32Array[] {
+  const windowRows = range(n - window, n);
+  const kept: Int32Array[] = [];
+  for (let h = 0; h < scores.heads; h++) kept.push(concat(topK(row(scores, h), Math.min(prefixCounts[h], scores.length)), windowRows));
+  return kept;
+}
+
+/**
+ * AdaKV's adaptive allocation: of all heads' scores together (a flattened top-k across the heads of a layer),
+ * how many of the k largest fall in each head. Ties go to the lower head, then the lower index.
+ */
+export function flatTopKCounts(scores: ScoreMatrix, k: number): Int32Array {
+  const counts = new Int32Array(scores.heads);
+  const total = scores.heads * scores.length;
+  if (k >= total) return counts.fill(scores.length);
+  if (k <= 0) return counts;
+  const threshold = Float32Array.from(scores.data).sort()[total - k];
+  let ties = k;
+  for (let i = 0; i < total; i++) if (scores.data[i] > threshold) { counts[Math.floor(i / scores.length)]++; ties--; }
+  for (let i = 0; i < total && ties > 0; i++) if (scores.data[i] === threshold) { counts[Math.floor(i / scores.length)]++; ties--; }
+  return counts;
+}
+
+/** Python's and torch's `round`: to the nearest integer, halves to the even one. */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}

@@ -1,7 +1,8 @@
 /**
  * Context files: a compressed context in one safetensors file. Tensors: `ids` I32 [N] (the context's tokens),
- * `logits` F32 [vocab] (its last row), and per layer l `layers.l.keys` / `layers.l.values` F32
- * [cacheHeads, kept, headDim] and `layers.l.positions` I32 [cacheHeads, kept] (each entry's original position).
+ * `logits` F32 [vocab] (its last row), and per layer l the cache heads' entries packed one head after another
+ * (heads may keep different numbers: AdaKV, HeadKV): `layers.l.keys` / `layers.l.values` F32 [Σ kept_h, headDim],
+ * `layers.l.positions` I32 [Σ kept_h] (each entry's original position) and `layers.l.lengths` I32 [cacheHeads].
  * `__metadata__` holds the format and its version, the model's fingerprint, the method and its options, the
  * token count, the chat messages of a chat context, and a SHA-256 of the tensor bytes.
  *
@@ -23,7 +24,7 @@ import { KvCache, LayerCache } from './kv-cache.js';
 import type { Model } from './model.js';
 
 export const CONTEXT_FORMAT = 'fastkv-context';
-export const CONTEXT_FORMAT_VERSION = 1;
+export const CONTEXT_FORMAT_VERSION = 2;
 
 /** Tensors at most this long are hashed whole by the fingerprint; longer ones by evenly spaced samples. */
 const WHOLE_TENSOR_ELEMENTS = 1 << 16;
@@ -92,16 +93,15 @@ export async function saveContext(context: CompressedContext, file: string): Pro
     { name: 'logits', dtype: 'F32', shape: [context.logits.length], data: context.logits },
   ];
   const groups: number[] = [];
-  // A copy with no spare room is the packed [heads, kept, headDim] layout the file stores.
-  const packed = context.cache.clone(0);
-  packed.layers.forEach((layer, l) => {
+  context.cache.layers.forEach((layer, l) => {
     if (!layer) throw new RequestError(`layer ${l} of the context has no cache`);
-    const { numKvHeads: heads, length, headDim } = layer;
+    const { keys, values, positions, lengths } = layer.packed();
     groups.push(layer.group);
     tensors.push(
-      { name: `layers.${l}.keys`, dtype: 'F32', shape: [heads, length, headDim], data: layer.keys },
-      { name: `layers.${l}.values`, dtype: 'F32', shape: [heads, length, headDim], data: layer.values },
-      { name: `layers.${l}.positions`, dtype: 'I32', shape: [heads, length], data: layer.positions },
+      { name: `layers.${l}.keys`, dtype: 'F32', shape: [positions.length, layer.headDim], data: keys },
+      { name: `layers.${l}.values`, dtype: 'F32', shape: [positions.length, layer.headDim], data: values },
+      { name: `layers.${l}.positions`, dtype: 'I32', shape: [positions.length], data: positions },
+      { name: `layers.${l}.lengths`, dtype: 'I32', shape: [lengths.length], data: lengths },
     );
   });
   const checksum = createHash('sha256');
@@ -178,6 +178,11 @@ export async function loadContext(model: Model, file: string): Promise<Compresse
     throw new ModelLoadError(`context file ${file} has format version ${version}, newer than this fastkv reads ` +
       `(${CONTEXT_FORMAT_VERSION}); upgrade fastkv or build the context again`);
   }
+  if (version < CONTEXT_FORMAT_VERSION) {
+    // Version 1 stored every head with one length; version 2 stores each head's own (ragged caches).
+    throw new ModelLoadError(`context file ${file} has format version ${version}, older than this fastkv reads ` +
+      `(${CONTEXT_FORMAT_VERSION}); build the context again`);
+  }
   const fingerprint = modelFingerprint(model);
   if (meta.model_fingerprint !== fingerprint) {
     throw new ModelLoadError(`context file ${file} was saved from another model (${meta.model_dir ?? 'unknown folder'}, ` +
@@ -193,8 +198,10 @@ export async function loadContext(model: Model, file: string): Promise<Compresse
   if (!Array.isArray(groups) || groups.length !== c.numLayers || !groups.every((g) => g === 1 || g === c.numHeads / c.numKvHeads)) {
     throw new ModelLoadError(`context file ${file}: metadata "cache_groups" must list ${c.numLayers} layers of 1 or ${c.numHeads / c.numKvHeads}`);
   }
-  if (!Array.isArray(layers) || !layers.every((l) => Number.isSafeInteger(l?.rows) && Number.isSafeInteger(l?.kept))) {
-    throw new ModelLoadError(`context file ${file}: metadata "layers" is not a list of { rows, kept }`);
+  const isCount = (x: unknown) => typeof x === 'number' && Number.isFinite(x) && x >= 0;
+  if (!Array.isArray(layers) || !layers.every((l) => Number.isSafeInteger(l?.rows) && isCount(l?.kept)
+    && (l.keptPerHead === undefined || (Array.isArray(l.keptPerHead) && l.keptPerHead.every(Number.isSafeInteger))))) {
+    throw new ModelLoadError(`context file ${file}: metadata "layers" is not a list of { rows, kept, keptPerHead? }`);
   }
   if (typeof methodOptions !== 'object' || methodOptions === null || Array.isArray(methodOptions)) {
     throw new ModelLoadError(`context file ${file}: metadata "method_options" is not an object`);
@@ -228,6 +235,7 @@ export async function loadContext(model: Model, file: string): Promise<Compresse
     return bytes;
   };
   const cache = new KvCache(c);
+  const packed: { heads: number; group: number; keys: Float32Array; values: Float32Array; positions: Int32Array; lengths: Int32Array }[] = [];
   let ids: Int32Array;
   let logits: Float32Array;
   try {
@@ -236,11 +244,12 @@ export async function loadContext(model: Model, file: string): Promise<Compresse
     for (let l = 0; l < c.numLayers; l++) {
       const group = groups[l] as number;
       const heads = c.numKvHeads * group;
-      const keys = new Float32Array(read(`layers.${l}.keys`, 'F32', [heads, -1, c.headDim]).buffer);
-      const length = keys.length / (heads * c.headDim);
-      const values = new Float32Array(read(`layers.${l}.values`, 'F32', [heads, length, c.headDim]).buffer);
-      const positions = new Int32Array(read(`layers.${l}.positions`, 'I32', [heads, length]).buffer);
-      cache.layers[l] = LayerCache.fromEntries(heads, c.headDim, group, length, keys, values, positions);
+      const keys = new Float32Array(read(`layers.${l}.keys`, 'F32', [-1, c.headDim]).buffer);
+      const total = keys.length / c.headDim;
+      const values = new Float32Array(read(`layers.${l}.values`, 'F32', [total, c.headDim]).buffer);
+      const positions = new Int32Array(read(`layers.${l}.positions`, 'I32', [total]).buffer);
+      const lengths = new Int32Array(read(`layers.${l}.lengths`, 'I32', [heads]).buffer);
+      packed.push({ heads, group, keys, values, positions, lengths });
     }
   } finally {
     fs.closeSync(fd);
@@ -248,13 +257,21 @@ export async function loadContext(model: Model, file: string): Promise<Compresse
   if (checksum.digest('hex') !== meta.data_sha256) {
     throw new ModelLoadError(`context file ${file} is corrupted: its data does not match the checksum in its header`);
   }
+  packed.forEach(({ heads, group, keys, values, positions, lengths }, l) => {
+    let sum = 0;
+    for (const len of lengths) sum += len;
+    if (lengths.some((len) => len < 0) || sum !== positions.length) {
+      throw new ModelLoadError(`context file ${file}: layer ${l}'s head lengths (${Array.from(lengths).join(', ')}) do not add up to its ${positions.length} entries`);
+    }
+    cache.layers[l] = LayerCache.fromPacked(heads, c.headDim, group, lengths, keys, values, positions);
+  });
   // A file with a valid checksum may still have been written by something else: check what decoding relies on.
   cache.layers.forEach((layer, l) => {
-    const { numKvHeads: heads, capacity, length, positions } = layer!;
-    for (let h = 0; h < heads; h++) {
-      for (let s = 0; s < length; s++) {
-        const p = positions[h * capacity + s];
-        if (p < 0 || p >= nextPosition || (s > 0 && p <= positions[h * capacity + s - 1])) {
+    for (let h = 0; h < layer!.numHeads; h++) {
+      const positions = layer!.headPositions(h);
+      for (let s = 0; s < positions.length; s++) {
+        const p = positions[s];
+        if (p < 0 || p >= nextPosition || (s > 0 && p <= positions[s - 1])) {
           throw new ModelLoadError(`context file ${file}: layer ${l} head ${h} has positions that are not ascending within [0, ${nextPosition})`);
         }
       }

@@ -167,7 +167,7 @@ export async function continueContext(model: Model, context: CompressedContext, 
     throw new RequestError(`this context was built with the model in "${context.model.dir}", not the one in "${model.dir}"; ` +
       'load the context file into this model with loadContext');
   }
-  const cache = context.cache.clone(ids.length + maxTokens);
+  const cache = context.cache.clone(); // grows with the question and the answer, as tokens come
   const { invFreq } = ropeFrequencies(model.config, context.nextPosition + ids.length + maxTokens);
   let logits = context.logits;
   let position = context.nextPosition;

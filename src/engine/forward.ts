@@ -9,9 +9,9 @@ import { ropeFrequencies } from '../model/config.js';
 import { fullPolicy, type CompressionPolicy, type LayerDecision } from '../compress/policy.js';
 import { ATTN, DECODE, HEAD, MLP } from '../graph/decoder-layer.js';
 import { createScorer } from '../compress/scoring.js';
-import { KvCache } from './kv-cache.js';
+import { KvCache, type LayerCache } from './kv-cache.js';
 import type { Model } from './model.js';
-import { dataF32, f32, i64 } from './ort.js';
+import { dataF32, f32, i64, type Feeds } from './ort.js';
 
 /** Rows per MLP run: the MLP is token-wise, and chunks bound its [rows, 2·intermediate] activations. */
 const MLP_CHUNK_ROWS = 2048;
@@ -23,7 +23,10 @@ export interface PrefillOptions {
   positionIds?: Int32Array;
   /** Return logits for every row of the last layer (tests), not only the last one. */
   allLogits?: boolean;
-  /** Extra cache slots per layer for the decode steps that will follow. */
+  /**
+   * Decode steps expected to follow: only sets the sequence length the rope frequencies are computed for
+   * (dynamic scaling). Nothing is allocated for them: the cache grows with the tokens actually generated.
+   */
   decodeCapacity?: number;
   /** Called after each layer with the layer index and the rows it processed (long prompts take a while). */
   onLayer?: (layer: number, numLayers: number, rows: number) => void;
@@ -34,8 +37,10 @@ export interface PrefillOptions {
 export interface LayerStats {
   /** Rows (tokens) the layer processed. */
   rows: number;
-  /** Cache entries kept per KV head. */
+  /** Cache entries kept per KV head (the mean over heads when they differ). */
   kept: number;
+  /** Entries kept by each cache head, when heads keep different numbers (AdaKV, HeadKV). */
+  keptPerHead?: number[];
 }
 
 export interface PrefillResult {
@@ -123,6 +128,11 @@ function checkPositions(positionIds: Int32Array, n: number): void {
   }
 }
 
+function layerStats(rows: number, cache: LayerCache): LayerStats {
+  if (!cache.ragged) return { rows, kept: cache.headLength(0) };
+  return { rows, kept: cache.entries / cache.numHeads, keptPerHead: cache.lengths };
+}
+
 /** Runs the prompt through every layer, filling a KV cache as the policy decides. */
 export async function prefill(model: Model, ids: Int32Array, options: PrefillOptions = {}): Promise<PrefillResult> {
   const c = model.config;
@@ -173,9 +183,9 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
     }
 
     // 3. Write the kept entries, per KV head, into the layer's cache.
-    const layerCache = cache.allocate(l, decision.keep ? decision.keep[0].length : n, options.decodeCapacity ?? 0, policy.repeatKv);
+    const layerCache = cache.allocate(l, policy.repeatKv);
     layerCache.fill(keys, values, n, positionIds, decision.keep);
-    layers.push({ rows: n, kept: layerCache.length });
+    layers.push(layerStats(n, layerCache));
     options.onLayer?.(l, c.numLayers, n);
 
     // 4. Finish the layer.
@@ -205,20 +215,21 @@ export async function decodeStep(model: Model, cache: KvCache, token: number, po
   let hidden = embed(model, Int32Array.of(token));
   for (let l = 0; l < c.numLayers; l++) {
     const layerCache = cache.layer(l);
-    if (layerCache.length >= layerCache.capacity) {
-      throw new RequestError(`layer ${l}'s KV cache is full (${layerCache.capacity} entries); raise the decode capacity`);
-    }
     if (c.slidingWindow !== null) layerCache.expireBefore(positionId, c.slidingWindow);
     const session = layerCache.group > 1 ? await model.repeatedKvDecode() : model.sessions.decode;
-    const out = await session.run({
+    const feeds: Feeds = {
       ...model.decodeWeights[l],
       [DECODE.hidden]: f32(hidden, [1, c.hiddenSize]),
       [DECODE.positionIds]: positionTensor,
       [DECODE.invFreq]: invFreqTensor,
-      [DECODE.cacheKeys]: layerCache.keyTensor,
-      [DECODE.cacheValues]: layerCache.valueTensor,
-      [DECODE.cacheMask]: layerCache.maskTensor,
-    });
+    };
+    // Each head's live entries, viewed in place: the step attends over what is held, not over a capacity.
+    for (let h = 0; h < layerCache.numHeads; h++) {
+      const live = layerCache.live(h);
+      feeds[DECODE.cacheKeys(h)] = f32(live.keys, [live.length, c.headDim]);
+      feeds[DECODE.cacheValues(h)] = f32(live.values, [live.length, c.headDim]);
+    }
+    const out = await session.run(feeds);
     layerCache.append(dataF32(out[DECODE.newKey]), dataF32(out[DECODE.newValue]), positionId);
     hidden = dataF32(out[DECODE.hiddenOut]);
   }

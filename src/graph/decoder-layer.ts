@@ -39,9 +39,10 @@ export const DECODE = {
   hidden: 'hidden',               // [1, hidden]
   positionIds: 'position_ids',    // [1] i64
   invFreq: 'inv_freq',            // [headDim/2]
-  cacheKeys: 'cache_keys',        // [numKvHeads, capacity, headDim]: RoPE applied; slots past the mask are ignored
-  cacheValues: 'cache_values',    // [numKvHeads, capacity, headDim]
-  cacheMask: 'cache_mask',        // [numKvHeads, 1, capacity]: 0 for a live slot, −inf for an empty one
+  /** Head h's live keys [length_h, headDim], RoPE applied: each head its own length (ragged caches). */
+  cacheKeys: (h: number) => `cache_keys_${h}`,
+  /** Head h's live values [length_h, headDim]. */
+  cacheValues: (h: number) => `cache_values_${h}`,
   // weights: those of ATTN and MLP
   hiddenOut: 'hidden_out',        // [1, hidden]
   newKey: 'new_key',              // [numKvHeads, headDim]: this token's key (RoPE applied), for the cache
@@ -140,10 +141,10 @@ export function buildHeadGraph(c: ModelConfig): Uint8Array {
 }
 
 /**
- * One decode step of a whole layer. Attention reads the cache in place ([Hkv, capacity, headDim], never
- * repeated to query heads, never copied) with a mask over its slots, plus the new token's own key and value;
- * the new key and value come back for the engine to write into the cache. Masked slots make room for growth
- * and for per-head lengths.
+ * One decode step of a whole layer. Attention reads each cache head's live entries in place (one input per head,
+ * [length_h, headDim], never repeated to query heads, never copied), so heads may hold different numbers of
+ * entries and a step costs what the cache holds; plus the new token's own key and value. The new key and value
+ * come back for the engine to append to the cache.
  */
 export function buildDecodeGraph(c: ModelConfig, attentionScaling: number, repeatKv = false): Uint8Array {
   const g = new GraphBuilder(repeatKv ? 'decode-repeated-kv' : 'decode');
@@ -154,9 +155,6 @@ export function buildDecodeGraph(c: ModelConfig, attentionScaling: number, repea
   const hidden = g.input(DECODE.hidden, 'float', [1, D]);
   const positionIds = g.input(DECODE.positionIds, 'int64', [1]);
   const invFreq = g.input(DECODE.invFreq, 'float', [d / 2]);
-  const cacheKeys = g.input(DECODE.cacheKeys, 'float', [Hkv, 'capacity', d]);
-  const cacheValues = g.input(DECODE.cacheValues, 'float', [Hkv, 'capacity', d]);
-  const cacheMask = g.input(DECODE.cacheMask, 'float', [Hkv, 1, 'capacity']);
   const wO = g.input(ATTN.o, 'float', [D, H * d]);
 
   const projected = projectQkv(g, c, hidden, positionIds, invFreq, attentionScaling);
@@ -166,21 +164,39 @@ export function buildDecodeGraph(c: ModelConfig, attentionScaling: number, repea
   const { qRot } = projected;
   const kRot = repeat(projected.kRot);
   const v = repeat(projected.v);
-  const scale = 1 / Math.sqrt(d);
-  const q = g.op('Reshape', [qRot, g.int64([Hkv, G, d])]);             // query heads grouped by KV head
-  const kNew = g.op('Reshape', [kRot, g.int64([Hkv, 1, d])]);
-  const vNew = g.op('Reshape', [v, g.int64([Hkv, 1, d])]);
-  const past = g.op('Add', [g.msOpN('FusedMatMul', [q, cacheKeys], 1, { transB: 1, alpha: { float: scale } })[0], cacheMask]); // [Hkv, G, cap]
-  const own = g.msOpN('FusedMatMul', [q, kNew], 1, { transB: 1, alpha: { float: scale } })[0];                                  // [Hkv, G, 1]
-  const probs = g.op('Softmax', [g.op('Concat', [past, own], { axis: 2 })], { axis: 2 });
-  const big = Number.MAX_SAFE_INTEGER;
-  const pPast = g.op('Slice', [probs, g.int64([0]), g.int64([-1]), g.int64([2])]);
-  const pOwn = g.op('Slice', [probs, g.int64([-1]), g.int64([big]), g.int64([2])]);
-  const attn = g.op('Add', [g.op('MatMul', [pPast, cacheValues]), g.op('MatMul', [pOwn, vNew])]);    // [Hkv, G, d]
-  const afterAttn = g.op('Add', [hidden, linear(g, g.op('Reshape', [attn, g.int64([1, H * d])]), wO)]);
+  const attn = attendOverCache(g, qRot, kRot, v, Hkv, G, d);
+  const afterAttn = g.op('Add', [hidden, linear(g, attn, wO)]);
 
   g.output(mlpBlock(g, c, afterAttn), DECODE.hiddenOut, 'float', [1, D]);
   g.output(g.op('Reshape', [kRot, g.int64([Hkv, d])]), DECODE.newKey, 'float', [Hkv, d]);
   g.output(g.op('Reshape', [v, g.int64([Hkv, d])]), DECODE.newValue, 'float', [Hkv, d]);
   return g.build();
+}
+
+/**
+ * Attention of one token over a ragged cache: for each cache head h, its G query heads attend to the head's
+ * own entries (input `cache_keys_h` / `cache_values_h`, [length_h, d]) and to the new key and value; softmax
+ * over both. Declares the cache inputs. q [1, Hc·G·d], kNew and vNew [1, Hc·d]; returns [1, Hc·G·d].
+ */
+function attendOverCache(g: GraphBuilder, qRot: string, kRot: string, v: string, Hc: number, G: number, d: number): string {
+  const scale = { float: 1 / Math.sqrt(d) };
+  const q = g.op('Reshape', [qRot, g.int64([Hc, G, d])]);             // query heads grouped by cache head
+  const kNew = g.op('Reshape', [kRot, g.int64([Hc, 1, d])]);
+  const vNew = g.op('Reshape', [v, g.int64([Hc, 1, d])]);
+  const big = Number.MAX_SAFE_INTEGER;
+  const heads: string[] = [];
+  for (let h = 0; h < Hc; h++) {
+    const keys = g.input(DECODE.cacheKeys(h), 'float', [`length_${h}`, d]);
+    const values = g.input(DECODE.cacheValues(h), 'float', [`length_${h}`, d]);
+    const index = g.int64([h], []);
+    const qh = g.op('Gather', [q, index]);                                                    // [G, d]
+    const past = g.msOpN('FusedMatMul', [qh, keys], 1, { transB: 1, alpha: scale })[0];      // [G, length_h]
+    const own = g.msOpN('FusedMatMul', [qh, g.op('Gather', [kNew, index])], 1, { transB: 1, alpha: scale })[0]; // [G, 1]
+    const probs = g.op('Softmax', [g.op('Concat', [past, own], { axis: 1 })], { axis: 1 });
+    const pPast = g.op('Slice', [probs, g.int64([0]), g.int64([-1]), g.int64([1])]);
+    const pOwn = g.op('Slice', [probs, g.int64([-1]), g.int64([big]), g.int64([1])]);
+    heads.push(g.op('Add', [g.op('MatMul', [pPast, values]), g.op('MatMul', [pOwn, g.op('Gather', [vNew, index])])])); // [G, d]
+  }
+  const all = Hc === 1 ? heads[0] : g.op('Concat', heads, { axis: 0 });                       // [Hc·G, d]
+  return g.op('Reshape', [all, g.int64([1, Hc * G * d])]);
 }

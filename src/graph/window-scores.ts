@@ -22,6 +22,11 @@ export interface WindowScoreSpec {
   readonly groupReduce: 'sum' | 'mean' | 'max' | 'none';
   /** Score the window's own keys too (GemFilter ranks every token); default: prefix keys only. */
   readonly includeWindowKeys?: boolean;
+  /**
+   * Reduce over each KV group's query heads before pooling (PyramidKV, AdaKV and HeadKV's GQA paths) instead of
+   * pooling each query head first (FastKV, SnapKV). Ignored with groupReduce 'none'.
+   */
+  readonly groupBeforePool?: boolean;
 }
 
 export const WINDOW_SCORES = {
@@ -67,19 +72,22 @@ export function buildWindowScoresGraph(s: Shape, spec: WindowScoreSpec): Uint8Ar
   // Window rows → one score per key; prefix keys only unless asked.
   let scores = g.op(spec.aggregate === 'sum' ? 'ReduceSum' : 'ReduceMean', [logits, g.int64([2])], { keepdims: 0 }); // [Hkv, G, n]
   if (!spec.includeWindowKeys) scores = g.op('Slice', [scores, g.int64([0]), prefixLen, g.int64([2])]); // [Hkv, G, n − w]
-  scores = g.op('Reshape', [scores, g.int64([1, s.numHeads, -1])]);                  // [1, H, n − w] for pooling
+  const G = s.numHeads / s.numKvHeads;
+  const reduceGroups = (x: string) => {
+    const op = { sum: 'ReduceSum', mean: 'ReduceMean', max: 'ReduceMax', none: '' }[spec.groupReduce];
+    return g.op(op, [g.op('Reshape', [x, g.int64([s.numKvHeads, G, -1])]), g.int64([1])], { keepdims: 0 }); // [Hkv, m]
+  };
+  const early = spec.groupBeforePool === true && spec.groupReduce !== 'none';
+  if (early) scores = reduceGroups(scores);
+  const rows = early ? s.numKvHeads : s.numHeads;
+  scores = g.op('Reshape', [scores, g.int64([1, rows, -1])]);                        // [1, rows, m] for pooling
   if (spec.pooling !== 'none' && spec.kernel > 1) {
     const half = Math.floor(spec.kernel / 2);
     scores = spec.pooling === 'max'
       ? g.op('MaxPool', [scores], { kernel_shape: [spec.kernel], pads: [half, half], strides: [1] })
       : g.op('AveragePool', [scores], { kernel_shape: [spec.kernel], pads: [half, half], strides: [1], count_include_pad: 1 });
   }
-  if (spec.groupReduce !== 'none') {
-    const op = { sum: 'ReduceSum', mean: 'ReduceMean', max: 'ReduceMax' }[spec.groupReduce];
-    scores = g.op(op, [g.op('Reshape', [scores, g.int64([s.numKvHeads, s.numHeads / s.numKvHeads, -1])]), g.int64([1])], { keepdims: 0 });
-  } else {
-    scores = g.op('Squeeze', [scores, g.int64([0])]);
-  }
+  scores = early || spec.groupReduce === 'none' ? g.op('Squeeze', [scores, g.int64([0])]) : reduceGroups(scores);
   g.output(scores, WINDOW_SCORES.scores, 'float', ['heads', 'm']);
   return g.build();
 }
