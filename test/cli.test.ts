@@ -221,3 +221,15 @@ test('output paths are checked before the work, and results on disk are kept unl
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 });
+
+test('generate --json with adakv reports per-head kept counts where heads differ; headkv without scores says how to make them', () => {
+  const prompt = fs.readFileSync(path.join(ROOT, 'data', 'stories-haystack.txt'), 'utf8').slice(0, 900);
+  const r = fastkv('generate', '--prompt', prompt, '--max-tokens', '2', '--json', '--threads', '1', '--method', 'adakv', '--budget', '40', '--floor-alpha', '0.1');
+  assert.equal(r.code, 0, r.stderr);
+  const layers: { rows: number; kept_per_kv_head: number | number[] }[] = JSON.parse(r.stdout).layers;
+  assert.ok(layers.some((l) => Array.isArray(l.kept_per_kv_head)), JSON.stringify(layers));
+  for (const l of layers) if (Array.isArray(l.kept_per_kv_head)) assert.equal(l.kept_per_kv_head.length, 4);
+  const missing = fastkv('generate', '--prompt', 'x', '--method', 'headkv');
+  assert.notEqual(missing.code, 0);
+  assert.match(missing.stderr, /fastkv profile-heads/);
+});

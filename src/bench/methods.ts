@@ -121,9 +121,16 @@ export function formatMethods(results: readonly MethodResult[]): string {
     pct(r.ttftSpeedup / r.ttftBound), r.decodeTokensPerSecond.toFixed(2), `${r.decodeSpeedup.toFixed(2)}x`,
     `${r.decodeBound.toFixed(2)}x`, pct(r.decodeSpeedup / r.decodeBound), (r.kvBytes / MiB).toFixed(1), `${(100 * r.policyShare).toFixed(2)}%`,
   ]);
+  // The paper's headline comparison (v1 abstract): FastKV's time to first token against HeadKV's.
+  const headline = [...new Set(results.map((r) => r.tokens))].flatMap((n) => {
+    const fast = results.find((r) => r.tokens === n && r.method === 'fastkv');
+    const head = results.find((r) => r.tokens === n && r.method === 'headkv');
+    return fast && head ? [`FastKV TTFT speedup over HeadKV at ${n} tokens: ${(head.ttftSeconds / fast.ttftSeconds).toFixed(2)}x (decode: ${(fast.decodeTokensPerSecond / head.decodeTokensPerSecond).toFixed(2)}x)\n`] : [];
+  }).join('');
   return formatTable(['tokens', 'method', 'TTFT s', 'TTFT speedup', 'bound', 'of bound', 'decode tok/s', 'decode speedup',
     'bound', 'of bound', 'KV MiB', 'scoring % of prefill'], rows)
     + '\nTTFT bound: full prefill FLOPs / the method\'s, from the rows each layer processed (2·params·rows + 2·rows²·headDim·heads).\n'
     + 'decode bound: (weight bytes + full KV bytes) / (weight bytes + kept KV bytes), f32.\n'
-    + 'scoring: time inside the policy (window scores on ONNX Runtime, top-k and gathers in JS) over time to first token.\n';
+    + 'scoring: time inside the policy (window scores on ONNX Runtime, top-k and gathers in JS) over time to first token.\n'
+    + headline;
 }

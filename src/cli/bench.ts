@@ -14,6 +14,7 @@ import { runMethodsBench, formatMethods } from '../bench/methods.js';
 import { formatContextReuse, runContextReuseBench } from '../bench/context-reuse.js';
 import { Model } from '../engine/model.js';
 import { resolvePolicy, specsFor } from '../compress/registry.js';
+import { writeHeadScores } from '../compress/headkv.js';
 import { numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
 import { COMPRESSION_FLAGS, compressionOptionsFromFlags, optionFlagNames } from './compression-flags.js';
 
@@ -156,8 +157,16 @@ export async function benchCommand(argv: string[]): Promise<void> {
   }
 
   if (values.methods !== undefined) {
-    const methods = specsFor(values.methods.split(',').map((m) => m.trim()).filter(Boolean), sharedOptions);
+    let methods = specsFor(values.methods.split(',').map((m) => m.trim()).filter(Boolean), sharedOptions);
     const model = await Model.load(dir, { threads, withoutTokenizer: true, onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
+    if (values.model === undefined && methods.some((m) => m.method === 'headkv' && m.headScores === undefined)) {
+      // Random weights have no important heads to find: equal scores give every head the same budget, which
+      // times HeadKV's prefill and decode as well as any (its cost does not depend on which heads get more).
+      const file = path.join(dir, 'uniform-head-scores.json');
+      writeHeadScores(file, model.config.numLayers, model.config.numHeads, () => [1]);
+      process.stderr.write(`headkv: random weights, so equal head scores (${file})\n`);
+      methods = methods.map((m) => (m.method === 'headkv' && m.headScores === undefined ? { ...m, headScores: file } : m));
+    }
     for (const spec of methods) resolvePolicy(spec, model.config); // check every option before the long run
     const results = await runMethodsBench(model, {
       lengths: values.lengths !== undefined ? lengths : METHOD_LENGTHS,
@@ -167,7 +176,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
     });
     progressDone();
     await model.dispose();
-    const out = { label, model: dir, threads: model.threads, machine: machineInfo(), date: new Date().toISOString(), results: results.map(({ layers, ...r }) => ({ ...r, rowsPerLayer: layers.map((l) => l.rows), keptPerLayer: layers.map((l) => l.kept) })) };
+    const out = { label, model: dir, threads: model.threads, machine: machineInfo(), date: new Date().toISOString(), results: results.map(({ layers, ...r }) => ({ ...r, rowsPerLayer: layers.map((l) => l.rows), keptPerLayer: layers.map((l) => l.keptPerHead ?? l.kept) })) };
     if (jsonTarget === '-') { process.stdout.write(`${JSON.stringify(out, null, 2)}\n`); return; }
     if (jsonFile !== undefined) writeFileAtomic(jsonFile, `${JSON.stringify(out, null, 2)}\n`);
     process.stdout.write(`${label}, ${model.threads} ONNX Runtime threads\n\n${formatMethods(results)}`);

@@ -71,7 +71,7 @@ export async function compressCommand(argv: string[]): Promise<void> {
     process.stdout.write(JSON.stringify({
       file: values.out, tokens: ctx.tokens, kv_bytes: ctx.kvBytes, method: ctx.method, method_options: ctx.methodOptions,
       prefill_ms: ctx.prefillMs, policy_ms: ctx.policyMs, save_ms: saveMs,
-      layers: ctx.layers.map((l) => ({ rows: l.rows, kept_per_kv_head: l.kept })),
+      layers: ctx.layers.map((l) => ({ rows: l.rows, kept_per_kv_head: l.keptPerHead ?? l.kept })),
     }, null, 2) + '\n');
   } else {
     process.stdout.write(`[${ctx.method}] ${ctx.tokens} tokens, KV cache ${(ctx.kvBytes / 1024).toFixed(1)} KiB, ` +

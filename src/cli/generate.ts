@@ -97,7 +97,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
     process.stdout.write(JSON.stringify({
       text: r.text, prompt_ids: r.promptIds, output_ids: r.outputIds, finish_reason: r.finishReason,
       method: r.method, seed: r.seed, context_tokens: r.timings.contextTokens, timings: r.timings,
-      layers: r.layers.map((l) => ({ rows: l.rows, kept_per_kv_head: l.kept })),
+      layers: r.layers.map((l) => ({ rows: l.rows, kept_per_kv_head: l.keptPerHead ?? l.kept })),
     }, null, 2) + '\n');
   } else {
     process.stdout.write('\n');

@@ -70,6 +70,18 @@ export function readHeadScores(file: string, layers: number, heads: number): Flo
 }
 
 /**
+ * Writes a head-score file in HeadKV's format: `"layer-head": scores(layer, head)` for every query head, through
+ * a temporary file renamed into place.
+ */
+export function writeHeadScores(file: string, layers: number, heads: number, scores: (layer: number, head: number) => readonly number[]): void {
+  const out: Record<string, readonly number[]> = {};
+  for (let l = 0; l < layers; l++) for (let h = 0; h < heads; h++) out[`${l}-${h}`] = scores(l, h);
+  const tmp = `${file}.${process.pid}.tmp`;
+  fs.writeFileSync(tmp, `${JSON.stringify(out)}\n`);
+  fs.renameSync(tmp, file);
+}
+
+/**
  * Prefix-token capacities [layers][kvHeads] for budget B: HeadKV's pool formula per query head, then each KV
  * head gets its group's mean, rounded half to even.
  */

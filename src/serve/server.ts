@@ -117,8 +117,8 @@ function sameSecret(given: string, expected: string): boolean {
   return timingSafeEqual(a, b);
 }
 
-function layersOf(layers: readonly { rows: number; kept: number }[]) {
-  return layers.map((l) => ({ rows: l.rows, kept_per_kv_head: l.kept }));
+function layersOf(layers: readonly { rows: number; kept: number; keptPerHead?: number[] }[]) {
+  return layers.map((l) => ({ rows: l.rows, kept_per_kv_head: l.keptPerHead ?? l.kept }));
 }
 
 function contextJson(s: StoredContext, modelId: string) {
