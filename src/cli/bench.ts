@@ -39,8 +39,10 @@ Options:
   --seed S              seed of the random weights and prompts (default 0)
   --cache-dir DIR       where generated checkpoints go (default ./${DEFAULT_CACHE_DIR}; BF16, about 1 GB for
                         qwen2.5-0.5b and 2.5 GB for llama-3.2-1b; never commit them)
-  --methods LIST        compare methods against full instead (e.g. full,fastkv,snapkv,gemfilter,streamingllm):
-                        TTFT and decode speedups with their arithmetic bounds, KV bytes, scoring share;
+  --methods LIST        compare methods against full instead (e.g. full,fastkv,snapkv,pyramidkv,adakv,headkv,
+                        gemfilter,streamingllm): TTFT and decode speedups with their arithmetic bounds, KV
+                        bytes, scoring share, FastKV's TTFT over HeadKV's (headkv gets equal head scores on a
+                        generated checkpoint unless --head-scores is given);
                         lengths default to ${METHOD_LENGTHS.join(',')} and decode tokens to 128
   --context-reuse       time a question on a saved context instead: per method (--methods, default full,fastkv),
                         TTFT of document + question prefilled together vs building the context, saving it,

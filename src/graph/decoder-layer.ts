@@ -178,7 +178,7 @@ export function buildDecodeGraph(c: ModelConfig, attentionScaling: number, repea
  * own entries (input `cache_keys_h` / `cache_values_h`, [length_h, d]) and to the new key and value; softmax
  * over both. Declares the cache inputs. q [1, Hc·G·d], kNew and vNew [1, Hc·d]; returns [1, Hc·G·d].
  */
-function attendOverCache(g: GraphBuilder, qRot: string, kRot: string, v: string, Hc: number, G: number, d: number): string {
+export function attendOverCache(g: GraphBuilder, qRot: string, kRot: string, v: string, Hc: number, G: number, d: number): string {
   const scale = { float: 1 / Math.sqrt(d) };
   const q = g.op('Reshape', [qRot, g.int64([Hc, G, d])]);             // query heads grouped by cache head
   const kNew = g.op('Reshape', [kRot, g.int64([Hc, 1, d])]);
