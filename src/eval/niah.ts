@@ -104,6 +104,8 @@ export interface NiahCase {
   prompt: BuiltPrompt;
   /** Index in prompt.ids of the needle's first token (-1 if the re-encoded prompt split it differently). */
   needleOffset: number;
+  /** Tokens of the needle (its span is needleOffset .. needleOffset + needleLength − 1). */
+  needleLength: number;
   /** Where the needle sits within the context, in percent of the context's non-needle tokens. */
   actualDepth: number;
   answer: string;
@@ -199,7 +201,7 @@ export function niahCases(tokenizer: Tokenizer, options: NiahOptions): NiahCase[
           : contextTokens <= 0 ? 0 : Math.min(100, (100 * (needleOffset - prompt.contextStart)) / contextTokens);
         const answer = fill(o.answer, vars);
         const matchAnswers = (o.matchAnswers ?? [o.answer]).map((a) => fill(a, vars));
-        cases.push({ length, depth, sample, prompt, needleOffset, actualDepth, answer, matchAnswers });
+        cases.push({ length, depth, sample, prompt, needleOffset, needleLength: ctx.needleLength, actualDepth, answer, matchAnswers });
       }
     }
   }
