@@ -233,3 +233,19 @@ test('generate --json with adakv reports per-head kept counts where heads differ
   assert.notEqual(missing.code, 0);
   assert.match(missing.stderr, /fastkv profile-heads/);
 });
+
+test('calibrate writes a calibration that generate --tsp-layer auto uses; without one the error says how to make it', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fastkv-cli-cal-'));
+  const file = path.join(dir, 'cal.json');
+  const missing = fastkv('generate', '--prompt', 'Once upon a time', '--max-tokens', '2', '--method', 'fastkv', '--tsp-layer', 'auto', '--calibration', file);
+  assert.notEqual(missing.code, 0);
+  assert.match(missing.stderr, /fastkv calibrate/);
+  const cal = fastkv('calibrate', '--samples', '1', '--length', '200', '--out', file, '--threads', '1');
+  assert.equal(cal.code, 0, cal.stderr);
+  assert.match(cal.stdout, /chosen TSP layer: \d/);
+  const again = fastkv('calibrate', '--samples', '1', '--length', '200', '--out', file);
+  assert.notEqual(again.code, 0, 'an existing --out is not overwritten without --force');
+  assert.match(again.stderr, /--force/);
+  const r = fastkv('generate', '--prompt', 'Once upon a time', '--max-tokens', '2', '--method', 'fastkv', '--tsp-layer', 'auto', '--calibration', file, '--json', '--threads', '1');
+  assert.equal(r.code, 0, r.stderr);
+});

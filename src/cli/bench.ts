@@ -114,7 +114,9 @@ export async function benchCommand(argv: string[]): Promise<void> {
   // Every output path is checked before minutes of benchmarking, not after.
   const jsonFile = jsonTarget === undefined || jsonTarget === '-' ? undefined : checkOutputFile(jsonTarget, { flag: '--json', force: values.force });
   if (values.method !== undefined) throw new RequestError('bench compares methods with --methods LIST (e.g. --methods full,fastkv), not --method');
-  const sharedOptions = compressionOptionsFromFlags(values);
+  // The checkpoint's folder names the default calibration file of --tsp-layer auto.
+  const checkpointDir = values.model !== undefined ? path.resolve(values.model) : path.join(path.resolve(values['cache-dir'] ?? DEFAULT_CACHE_DIR), `${shape}-seed${seed}`);
+  const sharedOptions = compressionOptionsFromFlags(values, checkpointDir);
   if (values.methods === undefined && !values['context-reuse'] && Object.keys(sharedOptions).length > 0) {
     throw new RequestError(`${optionFlagNames(sharedOptions).join(', ')}: method options need --methods (see fastkv bench --help)`);
   }

@@ -5,8 +5,14 @@
  */
 import type { CompressionSpec } from '../compress/registry.js';
 import { METHODS } from '../compress/registry.js';
+import path from 'node:path';
 import { RequestError } from '../errors.js';
-import { numberFlag } from './args.js';
+import { DEFAULT_MODEL_DIR, numberFlag } from './args.js';
+
+/** Where `fastkv calibrate` writes, and `--tsp-layer auto` looks, by default: beside the user's outputs. */
+export function defaultCalibrationFile(modelDir: string): string {
+  return path.resolve(`calibration-${path.basename(path.resolve(modelDir))}.json`);
+}
 
 export const COMPRESSION_FLAGS = {
   method: { type: 'string' },
@@ -15,6 +21,7 @@ export const COMPRESSION_FLAGS = {
   window: { type: 'string' }, kernel: { type: 'string' }, pooling: { type: 'string' },
   'filter-layer': { type: 'string' }, sinks: { type: 'string' }, 'repeat-kv': { type: 'boolean' },
   beta: { type: 'string' }, 'floor-alpha': { type: 'string' }, 'head-scores': { type: 'string' },
+  calibration: { type: 'string' },
 } as const;
 
 export const COMPRESSION_HELP = `KV-cache compression:
@@ -24,7 +31,9 @@ export const COMPRESSION_HELP = `KV-cache compression:
   --compression-ratio C  kvpress form: fraction of entries removed, [0, 1).
   --tsp-rate R           fastkv: share of tokens propagated past the TSP layer, (0, 1] (default 0.2).
   --tsp-length T         fastkv: tokens propagated (constant mode, with --budget).
-  --tsp-layer L          fastkv: 0-based TSP layer (default layers/2 − 1).
+  --tsp-layer L|auto     fastkv: 0-based TSP layer (default layers/2 − 1); auto: the layer fastkv calibrate
+                         chose, read from --calibration FILE (default ./calibration-<model folder name>.json).
+  --calibration FILE     fastkv: calibration file for --tsp-layer auto.
   --window W             Observation window (default 8).
   --kernel K             Pooling kernel (default 7).
   --pooling max|avg      Pooling (default max).
@@ -57,7 +66,6 @@ export const OPTION_FLAGS: Readonly<Record<string, { flag: string; integer: bool
   compressionRatio: { flag: 'compression-ratio', integer: false },
   tspRate: { flag: 'tsp-rate', integer: false },
   tspLength: { flag: 'tsp-length', integer: true },
-  tspLayer: { flag: 'tsp-layer', integer: true },
   windowSize: { flag: 'window', integer: true },
   kernelSize: { flag: 'kernel', integer: true },
   filterLayer: { flag: 'filter-layer', integer: true },
@@ -71,9 +79,20 @@ export function optionFlagNames(options: Record<string, unknown>): string[] {
   return Object.keys(options).map((o) => (o === 'pooling' ? '--pooling' : o === 'repeatKv' ? '--repeat-kv' : `--${OPTION_FLAGS[o]?.flag ?? o}`));
 }
 
-/** The method options given on the command line (budget, rates, window, ...), without a method. */
-export function compressionOptionsFromFlags(values: Values): Record<string, unknown> {
+/**
+ * The method options given on the command line (budget, rates, window, ...), without a method. `modelDir` names
+ * the default calibration file for `--tsp-layer auto` (default: --model, or the bundled model).
+ */
+export function compressionOptionsFromFlags(values: Values, modelDir?: string): Record<string, unknown> {
   const options: Record<string, unknown> = {};
+  if (values['tsp-layer'] === 'auto') {
+    options.tspLayer = 'auto';
+    options.calibration = values.calibration !== undefined ? String(values.calibration) : defaultCalibrationFile(modelDir ?? (typeof values.model === 'string' ? values.model : DEFAULT_MODEL_DIR));
+  } else {
+    const layer = numberFlag(values, 'tsp-layer', { integer: true });
+    if (layer !== undefined) options.tspLayer = layer;
+    if (values.calibration !== undefined) throw new RequestError('--calibration is read only with --tsp-layer auto');
+  }
   for (const [option, { flag, integer }] of Object.entries(OPTION_FLAGS)) {
     const v = numberFlag(values, flag, { integer });
     if (v !== undefined) options[option] = v;

@@ -20,6 +20,7 @@ Commands:
   eval       Measure accuracy under compression: niah, ruler, longbench, fidelity.
   report     Draw the pictures (SVG, PNG) and a Markdown report from bench and eval JSON files.
   profile-heads  Score attention heads for HeadKV (writes its head-score JSON).
+  calibrate  Choose FastKV's TSP layer for a model (for --tsp-layer auto).
   help       Show help for a command: fastkv help generate
 
 Run 'fastkv <command> --help' for a command's options.
@@ -43,6 +44,10 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; help: (
     run: async (argv) => (await import('./profile-heads.js')).profileHeadsCommand(argv),
     help: () => 'Run fastkv profile-heads --help\n',
   },
+  calibrate: {
+    run: async (argv) => (await import('./calibrate.js')).calibrateCommand(argv),
+    help: () => 'Run fastkv calibrate --help\n',
+  },
   bench: {
     run: async (argv) => (await import('./bench.js')).benchCommand(argv),
     help: () => 'Run fastkv bench --help\n',
@@ -59,7 +64,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === '--version' || command === '-v') { process.stdout.write('fastkv 0.1.0\n'); return 0; }
   if (command === 'help') {
     const entry = rest[0] ? own(COMMANDS, rest[0]) : undefined;
-    if (['bench', 'eval', 'report', 'compress', 'serve', 'profile-heads'].includes(rest[0])) return main([rest[0], '--help']);
+    if (['bench', 'eval', 'report', 'compress', 'serve', 'profile-heads', 'calibrate'].includes(rest[0])) return main([rest[0], '--help']);
     process.stdout.write(entry ? entry.help() : HELP);
     return 0;
   }

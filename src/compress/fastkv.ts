@@ -12,6 +12,7 @@
  * Budgets: proportional mode (defaults, era C) B_l = floor(n_l · ρ_l) with ρ_l = retainRate for l ≤ t and
  * retainRate / tspRate after, T = floor(N · tspRate); constant mode takes `budget` B and/or `tspLength` T.
  * As in the reference, a layer with n < B keeps everything and its TSP does not fire.
+ * The TSP layer can come from `fastkv calibrate` (paper v7, Eq. 3): tspLayer 'auto' reads it from a calibration file.
  * Deviations: fp32 throughout (the reference scores in fp16); selections are stored in ascending order; a
  * budget below the window keeps just the window (the reference's top-k would get a negative k).
  */
@@ -21,13 +22,16 @@ import {
   checkInteger, checkRate, parseBudget, parseWindowOptions,
   type BudgetOptions, type WindowOptions,
 } from './budget.js';
+import { readCalibration } from './calibration.js';
 import type { CompressionPolicy, LayerDecision } from './policy.js';
 import { snapScoring } from './scoring.js';
 import { concat, keepTopAndWindow, range, sumGroups, topK } from './select.js';
 
 export interface FastKVOptions extends BudgetOptions, WindowOptions {
-  /** 0-based TSP layer t (reference `tsp_idx`); default L/2 − 1. */
-  tspLayer?: number;
+  /** 0-based TSP layer t (reference `tsp_idx`); default L/2 − 1; 'auto': the layer in `calibration`. */
+  tspLayer?: number | 'auto';
+  /** Calibration file written by `fastkv calibrate`, read when tspLayer is 'auto'. */
+  calibration?: string;
   /** Share of the prompt propagated past layer t, (0, 1] (reference `tsp_rate`, default 0.2). */
   tspRate?: number;
   /** Tokens propagated past layer t, window included (reference `tsp_len`, constant mode). */
@@ -38,7 +42,16 @@ export function fastkv(options: FastKVOptions, config: ModelConfig): Compression
   const { windowSize: w, kernelSize, pooling } = parseWindowOptions('fastkv', options);
   const budget = parseBudget('fastkv', options, w, { kind: 'rate', rate: 0.1 });
   const L = config.numLayers;
-  const t = checkInteger('fastkv', 'tspLayer', options.tspLayer ?? Math.max(0, Math.floor(L / 2) - 1), 0, L - 1);
+  let tspLayer = options.tspLayer;
+  if (tspLayer === 'auto') {
+    if (typeof options.calibration !== 'string') {
+      throw new ConfigError('fastkv: tspLayer "auto" needs a calibration file: make one with `fastkv calibrate --model DIR --out FILE`, then pass --calibration FILE');
+    }
+    tspLayer = readCalibration(options.calibration, config).tspLayer;
+  } else if (options.calibration !== undefined) {
+    throw new ConfigError('fastkv: calibration is read only with tspLayer "auto"');
+  }
+  const t = checkInteger('fastkv', 'tspLayer', tspLayer ?? Math.max(0, Math.floor(L / 2) - 1), 0, L - 1);
   if (options.tspRate !== undefined && options.tspLength !== undefined) throw new ConfigError('fastkv: give only one of tspRate, tspLength');
   const tspLength = options.tspLength === undefined ? undefined : checkInteger('fastkv', 'tspLength', options.tspLength, w + 1);
   const tspRate = tspLength === undefined ? checkRate('fastkv', 'tspRate', options.tspRate ?? 0.2) : undefined;

@@ -35,7 +35,7 @@ const BUDGET = ['budget', 'retainRate', 'compressionRatio'];
 /** The options each method accepts (its factory rejects any other). */
 export const METHOD_OPTIONS: Readonly<Record<string, readonly string[]>> = {
   full: [],
-  fastkv: [...BUDGET, ...WINDOW, 'tspLayer', 'tspRate', 'tspLength'],
+  fastkv: [...BUDGET, ...WINDOW, 'tspLayer', 'tspRate', 'tspLength', 'calibration'],
   snapkv: [...BUDGET, ...WINDOW, 'repeatKv'],
   pyramidkv: [...BUDGET, ...WINDOW, 'beta'],
   adakv: [...BUDGET, ...WINDOW, 'floorAlpha', 'groupReduce', 'normalize'],

@@ -28,6 +28,8 @@ export interface PrefillOptions {
    * (dynamic scaling). Nothing is allocated for them: the cache grows with the tokens actually generated.
    */
   decodeCapacity?: number;
+  /** Also return the last layer's output rows (before the final norm) and their positions (TSP calibration). */
+  finalHidden?: boolean;
   /** Called after each layer with the layer index and the rows it processed (long prompts take a while). */
   onLayer?: (layer: number, numLayers: number, rows: number) => void;
   /** Checked before every layer: an aborted signal stops prefill by throwing its reason (an AbortError). */
@@ -54,6 +56,8 @@ export interface PrefillResult {
   policyMs: number;
   /** Set when the policy restarted prefill on a subset of the prompt (GemFilter). */
   restartedOn?: Int32Array;
+  /** With `finalHidden`: the last layer's output [rows, hidden] and each row's original position. */
+  finalHidden?: { hidden: Float32Array; positionIds: Int32Array };
 }
 
 /** Gathers embedding rows for `ids`: [ids.length, hidden]. */
@@ -177,7 +181,7 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
     // GemFilter: start again, from scratch, on the chosen prompt tokens, renumbered 0..k−1.
     if (decision.kind === 'restart') {
       const restarted = await prefill(model, pick(ids, decision.tokens), {
-        allLogits: options.allLogits, decodeCapacity: options.decodeCapacity, onLayer: options.onLayer, signal: options.signal,
+        allLogits: options.allLogits, decodeCapacity: options.decodeCapacity, onLayer: options.onLayer, signal: options.signal, finalHidden: options.finalHidden,
       });
       return { ...restarted, policyMs: policyMs + restarted.policyMs, layers: [...layers, { rows: n, kept: 0 }, ...restarted.layers], restartedOn: decision.tokens };
     }
@@ -204,7 +208,10 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
   const logits = options.allLogits
     ? await runHead(model, hidden, n)
     : await runHead(model, hidden.subarray((n - 1) * c.hiddenSize), 1);
-  return { logits, cache, nextPosition: positionIds[n - 1] + 1, layers, policyMs };
+  return {
+    logits, cache, nextPosition: positionIds[n - 1] + 1, layers, policyMs,
+    ...(options.finalHidden ? { finalHidden: { hidden, positionIds } } : {}),
+  };
 }
 
 /** Runs one token at `positionId` through every layer, appending its keys and values to the caches. */

@@ -1,0 +1,95 @@
+/**
+ * `fastkv calibrate`: chooses FastKV's TSP layer for a model (paper v7, Eq. 3) and writes the calibration that
+ * `--tsp-layer auto` reads.
+ * @module
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { RequestError } from '../errors.js';
+import { Model } from '../engine/model.js';
+import { calibrateTspLayer } from '../eval/calibrate.js';
+import { loadHaystack, type Haystack } from '../eval/haystack.js';
+import { ProgressBar, formatTable } from '../report.js';
+import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
+import { defaultCalibrationFile } from './compression-flags.js';
+
+export const CALIBRATE_HELP = `Usage: fastkv calibrate [--model DIR] [--text FILE] [--samples K] [--tsp-rate R] [options]
+
+Chooses FastKV's token-selective-propagation layer for a model (paper v7, Eq. 3): for each candidate layer,
+FastKV's prefill with TSP at that layer runs on calibration prompts, and the mean squared L2 distance between
+the final hidden states of the propagated tokens and those of a full-context run is measured. Prints the table
+(distance, distance relative to layer 0, predicted prefill FLOP share) and the earliest layer whose relative
+distance is within --tolerance of the best, and writes it for --tsp-layer auto.
+
+Options:
+  --model DIR        checkpoint folder (default: the bundled stories260K)
+  --text FILE        calibration text (default: the built-in story haystack)
+  --samples K        prompts, from evenly spaced offsets of the text (default 4)
+  --length N         tokens per prompt (default min(2048, max_position_embeddings))
+  --tsp-rate R       FastKV's TSP rate, (0, 1] (default 0.2)
+  --max-layer L      highest candidate layer, the paper's L_max (default layers/2 − 1, the reference's layer;
+                     the table shows every layer)
+  --tolerance X      on the relative distance (default 0.05)
+  --out FILE         calibration file (default ./calibration-<model folder name>.json, where --tsp-layer auto
+                     looks); never written into the model folder unless you name a file there
+  --force            overwrite --out if it exists
+  --threads N        ONNX Runtime threads (default: one per core)
+  -h, --help         show this help
+`;
+
+/** Largest --text read. */
+const MAX_TEXT_BYTES = 64 << 20;
+
+function readText(file: string): Haystack {
+  let stat: fs.Stats;
+  try { stat = fs.statSync(file); } catch { throw new RequestError(`--text "${file}" does not exist`); }
+  if (!stat.isFile()) throw new RequestError(`--text "${file}" is not a regular file`);
+  if (stat.size > MAX_TEXT_BYTES) throw new RequestError(`--text "${file}" is ${stat.size} bytes, more than the ${MAX_TEXT_BYTES} allowed`);
+  const text = fs.readFileSync(file, 'utf8');
+  if (text.trim() === '') throw new RequestError(`--text "${file}" is empty`);
+  return { source: file, text };
+}
+
+export async function calibrateCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' }, text: { type: 'string' }, samples: { type: 'string' }, length: { type: 'string' },
+      'tsp-rate': { type: 'string' }, 'max-layer': { type: 'string' }, tolerance: { type: 'string' },
+      out: { type: 'string' }, force: { type: 'boolean' }, threads: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    },
+    strict: true, allowPositionals: false,
+  });
+  if (values.help) { process.stdout.write(CALIBRATE_HELP); return; }
+  const modelDir = path.resolve(values.model ?? DEFAULT_MODEL_DIR);
+  const samples = numberFlag(values, 'samples', { integer: true, min: 1, max: 10_000 }) ?? 4;
+  const tspRate = numberFlag(values, 'tsp-rate', { min: Number.MIN_VALUE, max: 1 }) ?? 0.2;
+  const tolerance = numberFlag(values, 'tolerance', { min: 0 }) ?? 0.05;
+  const threads = numberFlag(values, 'threads', { integer: true, min: 1, max: 1024 });
+  const out = path.resolve(values.out ?? defaultCalibrationFile(modelDir));
+  if (fs.existsSync(out) && !values.force) throw new RequestError(`--out "${out}" exists; pass --force to overwrite it`);
+  if (fs.existsSync(out) && !fs.statSync(out).isFile()) throw new RequestError(`--out "${out}" is not a regular file`);
+  if (!fs.existsSync(path.dirname(out))) throw new RequestError(`--out "${out}": folder ${path.dirname(out)} does not exist`);
+  const haystack = values.text !== undefined ? readText(values.text) : loadHaystack();
+
+  const model = await Model.load(modelDir, { threads, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
+  progressDone();
+  try {
+    const c = model.config;
+    const length = numberFlag(values, 'length', { integer: true, min: 16, max: c.maxPositionEmbeddings }) ?? Math.min(2048, c.maxPositionEmbeddings);
+    const maxLayer = numberFlag(values, 'max-layer', { integer: true, min: 0, max: c.numLayers - 1 });
+    const bar = new ProgressBar('calibrate', samples * c.numLayers);
+    const result = await calibrateTspLayer(model, { haystack, samples, length, tspRate, tolerance, maxLayer, onStep: (note) => bar.tick(note) });
+    const tmp = `${out}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, `${JSON.stringify(result, null, 2)}\n`);
+    fs.renameSync(tmp, out);
+    process.stdout.write(`TSP-layer calibration of ${path.basename(modelDir)}: ${samples} prompts of ${length} tokens, TSP rate ${tspRate}\n\n`);
+    process.stdout.write(formatTable(['layer', 'mean ‖Δh‖²', 'relative', 'prefill FLOP share', ''],
+      result.rows.map((r) => [r.layer, r.distance.toExponential(3), r.relative.toFixed(4), r.flopShare.toFixed(3), r.layer === result.tspLayer ? '<- chosen' : r.layer > result.maxLayer ? '(not a candidate)' : ''])));
+    process.stdout.write(`\nchosen TSP layer: ${result.tspLayer} (earliest within ${tolerance} of the best relative distance; default would be ${Math.max(0, Math.floor(c.numLayers / 2) - 1)})\n`);
+    process.stdout.write(`written to ${out}; use it with --method fastkv --tsp-layer auto${values.out !== undefined ? ` --calibration ${out}` : ''}\n`);
+  } finally {
+    await model.dispose();
+  }
+}
