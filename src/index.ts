@@ -34,6 +34,7 @@ export { fastkv, type FastKVOptions } from './compress/fastkv.js';
 export { snapkv, type SnapKVOptions } from './compress/snapkv.js';
 export { pyramidkv, type PyramidKVOptions } from './compress/pyramidkv.js';
 export { adakv, type AdaKVOptions } from './compress/adakv.js';
+export { pyramidinfer, type PyramidInferOptions } from './compress/pyramidinfer.js';
 export { headkv, readHeadScores, writeHeadScores, type HeadKVOptions } from './compress/headkv.js';
 export { streamingllm, type StreamingLLMOptions } from './compress/streamingllm.js';
 export { h2o, type H2OOptions } from './compress/h2o.js';

@@ -40,11 +40,12 @@ test('fastkv with retainRate 1 and tspRate 1 gives exactly the logits of full', 
   }
 });
 
-test('pyramidkv, adakv and headkv with every budget at least the prompt give exactly the logits of full', async () => {
+test('pyramidkv, adakv, headkv and pyramidinfer with every budget at least the prompt give exactly the logits of full', async () => {
   const model = await stories;
   const ids = model.tokenizer.encode(storyText(600));
   const full = await greedyLogits(model, ids, { method: 'full' }, 5);
-  for (const spec of [{ method: 'pyramidkv', retainRate: 1 }, { method: 'adakv', retainRate: 1 }, { method: 'headkv', retainRate: 1, headScores: storiesHeadScores }] as CompressionSpec[]) {
+  for (const spec of [{ method: 'pyramidkv', retainRate: 1 }, { method: 'adakv', retainRate: 1 }, { method: 'headkv', retainRate: 1, headScores: storiesHeadScores },
+    { method: 'pyramidinfer', decayRatio: 1 }] as CompressionSpec[]) {
     const got = await greedyLogits(model, ids, spec, 5);
     for (let s = 0; s < full.length; s++) assert.deepEqual(got[s], full[s], `${spec.method} step ${s}`);
   }
@@ -75,6 +76,51 @@ test('pyramidkv in the engine: layer budgets decrease and average the flat budge
         assert.ok(Math.abs(heads.reduce((a, b) => a + b, 0) - c.numKvHeads * B) <= c.numKvHeads);
       }
     }
+  }
+});
+
+test('pyramidinfer: rows per layer follow the cosine schedule, positions are preserved, and decoding re-compresses every 16 entries', async () => {
+  const model = await stories;
+  const c = model.config;
+  const ids = model.tokenizer.encode(longPrompt);
+  const N = ids.length;
+  const { policy, layers } = recording(resolvePolicy({ method: 'pyramidinfer', recentRatio: 0.1, decayRatio: 0.3 }, c));
+  const steps = 40;
+  const run = await prefill(model, Int32Array.from(ids), { policy, decodeCapacity: steps });
+  const R = Math.floor(N * 0.1);
+  // The schedule by hand: n_{l+1} = floor((n_l − 1 − R) · ρ_l) + 1 + R with ρ_l = 0.7·(cos(πl/L) + 1)/2 + 0.3.
+  let n = N;
+  for (let l = 0; l < c.numLayers; l++) {
+    assert.equal(run.layers[l].rows, n, `rows at layer ${l}`);
+    assert.equal(run.layers[l].kept, n, 'each layer caches the rows present');
+    const rho = 0.7 * (Math.cos((Math.PI * l) / c.numLayers) + 1) / 2 + 0.3;
+    const ctx = n - 1 - R;
+    const k = Math.floor(ctx * rho);
+    if (rho < 1 && ctx > 64 && k > 64) n = k + 1 + R;
+  }
+  for (const { input, decision } of layers) {
+    if (decision.kind !== 'propagate') continue;
+    // The sinks and the recent block always go on.
+    assert.deepEqual(Array.from(decision.rows.subarray(0, 4)), [0, 1, 2, 3]);
+    assert.deepEqual(Array.from(decision.rows.subarray(decision.rows.length - 1 - R)), Array.from({ length: 1 + R }, (_, i) => input.numRows - 1 - R + i));
+  }
+  // Positions preserved: each layer's cache holds the original positions of its rows, ascending.
+  for (let l = 1; l < c.numLayers; l++) {
+    const prev = new Set(run.cache.layer(l - 1).headPositions(0));
+    for (const p of run.cache.layer(l).headPositions(0)) assert.ok(prev.has(p));
+    assert.deepEqual(run.cache.layer(l).headPositions(0), run.cache.layer(l).headPositions(c.numKvHeads - 1));
+  }
+  const before = run.cache.layers.map((x) => x!.headLength(0));
+  const { invFreq } = ropeFrequencies(c, N + steps);
+  let logits = run.logits;
+  for (let s = 0; s < steps; s++) logits = await decodeStep(model, run.cache, argmax(logits), N + s, invFreq);
+  // Each 16 entries gathered before the recent block are cut to 14: 40 new tokens → two cuts of 2 entries.
+  const after = run.cache.layers.map((x) => x!.headLength(0));
+  for (let l = 0; l < c.numLayers; l++) assert.equal(after[l], before[l] + steps - 4, `layer ${l}: ${before[l]} → ${after[l]}`);
+  for (let l = 0; l < c.numLayers; l++) {
+    const pos = run.cache.layer(l).headPositions(0);
+    for (let i = 1; i < pos.length; i++) assert.ok(pos[i] > pos[i - 1]);
+    assert.equal(pos[pos.length - 1], N + steps - 1);
   }
 });
 
@@ -315,7 +361,8 @@ test('budgets larger than the prompt keep everything', async () => {
   const model = await stories;
   const ids = model.tokenizer.encode(storyText(300));
   const specs = [{ method: 'fastkv', budget: 5000, tspLength: 6000 }, { method: 'snapkv', budget: 5000 }, { method: 'streamingllm', budget: 5000 },
-    { method: 'pyramidkv', budget: 5000 }, { method: 'adakv', budget: 5000 }, { method: 'headkv', budget: 5000, headScores: storiesHeadScores }] as CompressionSpec[];
+    { method: 'pyramidkv', budget: 5000 }, { method: 'adakv', budget: 5000 }, { method: 'headkv', budget: 5000, headScores: storiesHeadScores },
+    { method: 'pyramidinfer', decayRatio: 1 }] as CompressionSpec[];
   for (const spec of specs) {
     const run = await prefill(model, Int32Array.from(ids), { policy: resolvePolicy(spec, model.config) });
     for (const l of run.layers) assert.deepEqual(l, { rows: ids.length, kept: ids.length }, spec.method);

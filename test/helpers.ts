@@ -46,6 +46,8 @@ export function recording(policy: CompressionPolicy): { policy: CompressionPolic
       begin(config, promptLength) {
         const run = policy.begin(config, promptLength);
         return {
+          queryWindow: run.queryWindow,
+          decode: run.decode?.bind(run),
           async layer(input) {
             const decision = await run.layer(input);
             layers.push({ input, decision });

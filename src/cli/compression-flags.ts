@@ -21,7 +21,7 @@ export const COMPRESSION_FLAGS = {
   window: { type: 'string' }, kernel: { type: 'string' }, pooling: { type: 'string' },
   'filter-layer': { type: 'string' }, sinks: { type: 'string' }, 'repeat-kv': { type: 'boolean' },
   beta: { type: 'string' }, 'floor-alpha': { type: 'string' }, 'head-scores': { type: 'string' },
-  calibration: { type: 'string' },
+  calibration: { type: 'string' }, 'recent-ratio': { type: 'string' }, 'decay-ratio': { type: 'string' },
 } as const;
 
 export const COMPRESSION_HELP = `KV-cache compression:
@@ -43,6 +43,8 @@ export const COMPRESSION_HELP = `KV-cache compression:
   --beta B               pyramidkv: last layer keeps (B−w)/β (default 20); headkv: B // β of each head's
                          budget goes to the shared pool (default 1.01).
   --floor-alpha A        adakv: share of the budget every head is guaranteed, [0, 1] (default 0.2).
+  --recent-ratio R       pyramidinfer: recent block, share of the prompt (default 0.2; --retain-rate picks
+  --decay-ratio D        the reference's 35/50/60% configuration instead); decay d of the cosine schedule (0.3).
   --head-scores FILE     headkv: head-importance JSON ("layer-head": [scores]), e.g. from fastkv profile-heads.
 `;
 
@@ -72,6 +74,8 @@ export const OPTION_FLAGS: Readonly<Record<string, { flag: string; integer: bool
   sinks: { flag: 'sinks', integer: true },
   beta: { flag: 'beta', integer: false },
   floorAlpha: { flag: 'floor-alpha', integer: false },
+  recentRatio: { flag: 'recent-ratio', integer: false },
+  decayRatio: { flag: 'decay-ratio', integer: false },
 };
 
 /** The flags that set these method options (`retainRate` -> `--retain-rate`), for messages. */

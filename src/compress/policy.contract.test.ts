@@ -46,6 +46,8 @@ const TABLE: Row[] = [
   { method: 'adakv', configs: [{ retainRate: 0.5 }, {}, { retainRate: 0.05, floorAlpha: 0.5, groupReduce: 'max' }, { budget: 16, floorAlpha: 0, normalize: true }], window: (s) => (s.windowSize as number) ?? 8, ragged: true },
   { method: 'headkv', configs: [{ retainRate: 0.5, headScores: scoresFile }, { headScores: scoresFile }, { budget: 16, beta: 2, temp: 2, windowSize: 4, headScores: scoresFile }], window: (s) => (s.windowSize as number) ?? 8, ragged: true,
     limits: (bound, w) => ({ layer: Infinity, mean: bound + w + 1 }) },
+  { method: 'pyramidinfer', configs: [{}, { retainRate: 0.35 }, { recentRatio: 0.05, decayRatio: 0.1 }], window: () => 1,
+    reason: 'keeps a recent block of 1 + floor(N·recentRatio) rows, checked in test/compression.test.ts; here the last row' },
   { method: 'h2o', configs: [{ retainRate: 0.5 }, {}, { budget: 12 }], window: () => 8 },
   { method: 'streamingllm', configs: [{ retainRate: 0.5 }, {}, { budget: 6, sinks: 2 }], window: () => 1, reason: 'keeps the most recent token among its recent window' },
   { method: 'gemfilter', configs: [{ retainRate: 0.5 }, {}, { budget: 16, filterLayer: 0 }], window: () => 0, reason: 'ranks every token, window included' },

@@ -7,6 +7,7 @@
  */
 import type { ModelConfig } from '../model/config.js';
 import type { Scorer } from './scoring.js';
+import type { LayerCache } from '../engine/kv-cache.js';
 
 /** What the engine shows a policy after layer `layer`'s attention over the `numRows` rows present. */
 export interface LayerInput {
@@ -41,9 +42,24 @@ export type LayerDecision =
   | { readonly kind: 'propagate'; readonly keep: readonly Int32Array[] | null; readonly rows: Int32Array }
   | { readonly kind: 'restart'; readonly tokens: Int32Array };
 
+/** What the engine shows a policy after each decode step's layer `layer` (policies that evict while decoding). */
+export interface DecodeInput {
+  readonly layer: number;
+  /** The layer's cache, the new entry already appended; the policy may evict with `retain`. */
+  readonly cache: LayerCache;
+  /** [numHeads·headDim]: the new token's query, RoPE applied. */
+  readonly query: Float32Array;
+  /** Scores of the cache's live keys (every head the same length) against `queries` [rows, numHeads·headDim]. */
+  scorer(queries: Float32Array): Scorer;
+}
+
 /** The per-request state of a policy: created at the start of a prefill, asked once per layer. */
 export interface PolicyRun {
+  /** Overrides the policy's `queryWindow` for this request (a window that depends on the prompt length). */
+  readonly queryWindow?: number;
   layer(input: LayerInput): LayerDecision | Promise<LayerDecision>;
+  /** Called after each decode step's layer, if present (PyramidInfer re-compresses during generation). */
+  decode?(input: DecodeInput): void | Promise<void>;
 }
 
 export interface CompressionPolicy {

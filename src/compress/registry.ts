@@ -11,6 +11,7 @@ import { gemfilter } from './gemfilter.js';
 import { h2o } from './h2o.js';
 import { headkv } from './headkv.js';
 import { fullPolicy, type CompressionPolicy } from './policy.js';
+import { pyramidinfer } from './pyramidinfer.js';
 import { pyramidkv } from './pyramidkv.js';
 import { snapkv } from './snapkv.js';
 import { streamingllm } from './streamingllm.js';
@@ -25,7 +26,7 @@ type Factory = (options: Record<string, unknown>, config: ModelConfig) => Compre
 
 const FACTORIES: Record<string, Factory> = {
   full: () => fullPolicy,
-  fastkv, snapkv, pyramidkv, adakv, headkv, streamingllm, h2o, gemfilter,
+  fastkv, snapkv, pyramidkv, adakv, headkv, pyramidinfer, streamingllm, h2o, gemfilter,
 };
 
 export const METHODS: readonly string[] = Object.keys(FACTORIES);
@@ -40,6 +41,7 @@ export const METHOD_OPTIONS: Readonly<Record<string, readonly string[]>> = {
   pyramidkv: [...BUDGET, ...WINDOW, 'beta'],
   adakv: [...BUDGET, ...WINDOW, 'floorAlpha', 'groupReduce', 'normalize'],
   headkv: [...BUDGET, ...WINDOW, 'headScores', 'beta', 'temp'],
+  pyramidinfer: ['retainRate', 'recentRatio', 'decayRatio'],
   streamingllm: [...BUDGET, 'sinks'],
   h2o: [...BUDGET, 'windowSize'],
   gemfilter: [...BUDGET, 'filterLayer', 'kernelSize'],

@@ -47,7 +47,7 @@ export function createScorer(model: Model, keys: Float32Array, n: number, querie
   return {
     async window(req) {
       if (req.window < 1 || req.window > queryRows) throw new RangeError(`window ${req.window} outside [1, ${queryRows}]`);
-      const key = `window-scores:${req.softmax}:${req.scale}:${req.aggregate}:${req.pooling}:${req.kernel}:${req.groupReduce}:${req.includeWindowKeys ?? false}:${req.groupBeforePool ?? false}`;
+      const key = `window-scores:${req.softmax}:${req.scale}:${req.aggregate}:${req.pooling}:${req.kernel}:${req.groupReduce}:${req.includeWindowKeys ?? false}:${req.groupBeforePool ?? false}:${req.distanceWeight ?? 1}`;
       // A few MFLOP per layer: one thread beats waking the pool (measured: half the time at 4k tokens).
       const session = await model.graph(key, () => buildWindowScoresGraph(shape, req), 1);
       const w = req.window;

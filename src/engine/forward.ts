@@ -158,7 +158,7 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
   for (let l = 0; l < c.numLayers; l++) {
     options.signal?.throwIfAborted();
     // 1. Attention over the n rows present (causal, in row order = position order).
-    const w = Math.min(policy.queryWindow, n);
+    const w = Math.min(run.queryWindow ?? policy.queryWindow, n);
     const attn = await model.sessions.attention.run({
       ...model.attentionWeights[l],
       [ATTN.hidden]: f32(hidden, [n, c.hiddenSize]),
@@ -204,6 +204,7 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
     }
   }
 
+  if (run.decode) cache.decodeHook = run.decode.bind(run);
   // Only the last row's logits are needed to generate; tests ask for every row.
   const logits = options.allLogits
     ? await runHead(model, hidden, n)
@@ -238,6 +239,12 @@ export async function decodeStep(model: Model, cache: KvCache, token: number, po
     }
     const out = await session.run(feeds);
     layerCache.append(dataF32(out[DECODE.newKey]), dataF32(out[DECODE.newValue]), positionId);
+    if (cache.decodeHook) {
+      await cache.decodeHook({
+        layer: l, cache: layerCache, query: dataF32(out[DECODE.query]),
+        scorer: (queries) => { const { keys, length } = layerCache.stackedLiveKeys(); return createScorer(model, keys, length, queries); },
+      });
+    }
     hidden = dataF32(out[DECODE.hiddenOut]);
   }
   return runHead(model, hidden, 1);

@@ -12,6 +12,7 @@
  * @module
  */
 import type { ModelConfig } from '../model/config.js';
+import type { PolicyRun } from '../compress/policy.js';
 
 /** Smallest growth of a head's buffers, in entries (a quarter of the current size when that is larger). */
 export const GROWTH_CHUNK = 256;
@@ -196,6 +197,18 @@ export class LayerCache {
     return { keys: this.keys[h].subarray(start * d, end * d), values: this.values[h].subarray(start * d, end * d), length: end - start };
   }
 
+  /** The live keys of every head stacked [numHeads, length, headDim] (a copy); heads must hold the same number. */
+  stackedLiveKeys(): { keys: Float32Array; length: number } {
+    const length = this.live(0).length;
+    const keys = new Float32Array(this.numHeads * length * this.headDim);
+    for (let h = 0; h < this.numHeads; h++) {
+      const live = this.live(h);
+      if (live.length !== length) throw new RangeError(`heads hold different numbers of live entries (${this.lengths.join(', ')})`);
+      keys.set(live.keys, h * length * this.headDim);
+    }
+    return { keys, length };
+  }
+
   /**
    * Every head's entries packed one head after another: keys and values [Σ length_h, headDim], positions
    * [Σ length_h], and each head's length (a saved context's layout; copies).
@@ -271,6 +284,11 @@ export class LayerCache {
 
 export class KvCache {
   readonly layers: (LayerCache | null)[];
+  /**
+   * The compression policy's hook after each decode step's layer (PyramidInfer evicts while decoding); set by
+   * prefill, not copied by `clone` (the policy's per-request state belongs to one sequence).
+   */
+  decodeHook?: PolicyRun['decode'];
   constructor(readonly config: ModelConfig) {
     this.layers = new Array(config.numLayers).fill(null);
   }

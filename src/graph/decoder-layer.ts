@@ -47,6 +47,7 @@ export const DECODE = {
   hiddenOut: 'hidden_out',        // [1, hidden]
   newKey: 'new_key',              // [numKvHeads, headDim]: this token's key (RoPE applied), for the cache
   newValue: 'new_value',          // [numKvHeads, headDim]
+  query: 'query',                 // [1, numHeads·headDim]: this token's query (RoPE applied), for policies that evict while decoding
 } as const;
 
 export const HEAD = {
@@ -170,6 +171,7 @@ export function buildDecodeGraph(c: ModelConfig, attentionScaling: number, repea
   g.output(mlpBlock(g, c, afterAttn), DECODE.hiddenOut, 'float', [1, D]);
   g.output(g.op('Reshape', [kRot, g.int64([Hkv, d])]), DECODE.newKey, 'float', [Hkv, d]);
   g.output(g.op('Reshape', [v, g.int64([Hkv, d])]), DECODE.newValue, 'float', [Hkv, d]);
+  g.output(qRot, DECODE.query, 'float', [1, H * d]);
   return g.build();
 }
 

@@ -27,6 +27,11 @@ export interface WindowScoreSpec {
    * pooling each query head first (FastKV, SnapKV). Ignored with groupReduce 'none'.
    */
   readonly groupBeforePool?: boolean;
+  /**
+   * Weight the window rows by linspace(1, distanceWeight, w) before combining them, the latest row most
+   * (PyramidInfer's distance weighting; default none).
+   */
+  readonly distanceWeight?: number;
 }
 
 export const WINDOW_SCORES = {
@@ -68,6 +73,14 @@ export function buildWindowScoresGraph(s: Shape, spec: WindowScoreSpec): Uint8Ar
   if (spec.softmax) {
     const [prefix, window] = g.opN('Split', [logits, g.op('Concat', [prefixLen, g.op('Unsqueeze', [w, g.int64([0])])], { axis: 0 })], 2, { axis: 3 });
     logits = g.op('Softmax', [g.op('Concat', [prefix, g.op('Add', [window, windowMask])], { axis: 3 })], { axis: 3 });
+  }
+  if (spec.distanceWeight !== undefined && spec.distanceWeight !== 1) {
+    // linspace(1, dw, w) over the window rows (axis 2): 1 + i·(dw − 1)/max(w − 1, 1).
+    const wf = g.op('Cast', [w], { to: 1 });
+    const steps = g.op('Max', [g.op('Sub', [wf, g.float([1], [])]), g.float([1], [])]);
+    const i = g.op('Range', [g.float([0], []), wf, g.float([1], [])]);
+    const weights = g.op('Add', [g.float([1], []), g.op('Mul', [i, g.op('Div', [g.float([spec.distanceWeight - 1], []), steps])])]);
+    logits = g.op('Mul', [logits, g.op('Reshape', [weights, g.int64([1, 1, -1, 1])])]);
   }
   // Window rows → one score per key; prefix keys only unless asked.
   let scores = g.op(spec.aggregate === 'sum' ? 'ReduceSum' : 'ReduceMean', [logits, g.int64([2])], { keepdims: 0 }); // [Hkv, G, n]
