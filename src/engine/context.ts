@@ -158,8 +158,8 @@ export function continuationIds(model: Model, context: CompressedContext, prompt
 }
 
 /**
- * The state generation starts from when it continues `context` with `ids`: a copy of the context's cache with
- * room for the question and `maxTokens`, and the question fed through it one token at a time at the positions
+ * The state generation starts from when it continues `context` with `ids`: a copy of the context's cache (which
+ * grows as the question and the answer come), and the question fed through it one token at a time at the positions
  * that follow the context.
  */
 export async function continueContext(model: Model, context: CompressedContext, ids: readonly number[], maxTokens: number): Promise<PrefillResult> {
