@@ -72,6 +72,7 @@ test('headkv: a missing, malformed or mismatched score file gets an error naming
     [writeScores('{"0-0": [1], '), /is not valid JSON/],
     [writeScores('[1, 2]'), /must be a JSON object/],
     [writeScores(JSON.stringify({ 'layer0-head0': [1] })), /keys must be "layer-head"/],
+    [writeScores(JSON.stringify({ '00-1': [1] })), /keys must be "layer-head"/],
     [writeScores(JSON.stringify({ '0-0': [1], '0-1': [1], '1-0': [1], '1-1': 'x' })), /entry "1-1" must be a non-empty list/],
     [writeScores(JSON.stringify({ '0-0': [1], '0-1': [1], '1-0': [1], '1-1': [] })), /entry "1-1" must be a non-empty list/],
     [writeScores(JSON.stringify({ '0-0': [1], '0-1': [1], '1-0': [1], '1-1': [1], '2-0': [1] })), /has key "2-0" but the model has 2 layers of 2 query heads/],

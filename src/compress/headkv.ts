@@ -52,7 +52,7 @@ export function readHeadScores(file: string, layers: number, heads: number): Flo
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return fail('must be a JSON object of "layer-head": [scores] entries');
   const scores = Array.from({ length: layers }, () => new Float64Array(heads).fill(NaN));
   for (const [key, value] of Object.entries(parsed)) {
-    const m = /^(\d{1,6})-(\d{1,6})$/.exec(key);
+    const m = /^(0|[1-9]\d{0,5})-(0|[1-9]\d{0,5})$/.exec(key);
     const shown = JSON.stringify(key.slice(0, 40));
     if (!m) fail(`has key ${shown}; keys must be "layer-head"`);
     const [l, h] = [Number(m![1]), Number(m![2])];

@@ -49,7 +49,7 @@ export interface DecodeInput {
   readonly cache: LayerCache;
   /** [numHeads·headDim]: the new token's query, RoPE applied. */
   readonly query: Float32Array;
-  /** Scores of the cache's live keys (every head the same length) against `queries` [rows, numHeads·headDim]. */
+  /** Scores of every key the cache holds (all heads the same length) against `queries` [rows, numHeads·headDim]. */
   scorer(queries: Float32Array): Scorer;
 }
 

@@ -242,7 +242,7 @@ export async function decodeStep(model: Model, cache: KvCache, token: number, po
     if (cache.decodeHook) {
       await cache.decodeHook({
         layer: l, cache: layerCache, query: dataF32(out[DECODE.query]),
-        scorer: (queries) => { const { keys, length } = layerCache.stackedLiveKeys(); return createScorer(model, keys, length, queries); },
+        scorer: (queries) => { const { keys, length } = layerCache.stackedKeys(); return createScorer(model, keys, length, queries); },
       });
     }
     hidden = dataF32(out[DECODE.hiddenOut]);

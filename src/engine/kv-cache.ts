@@ -197,14 +197,13 @@ export class LayerCache {
     return { keys: this.keys[h].subarray(start * d, end * d), values: this.values[h].subarray(start * d, end * d), length: end - start };
   }
 
-  /** The live keys of every head stacked [numHeads, length, headDim] (a copy); heads must hold the same number. */
-  stackedLiveKeys(): { keys: Float32Array; length: number } {
-    const length = this.live(0).length;
+  /** The keys every head holds, stacked [numHeads, length, headDim] (a copy); heads must hold the same number. */
+  stackedKeys(): { keys: Float32Array; length: number } {
+    const length = this.lengthOf[0];
     const keys = new Float32Array(this.numHeads * length * this.headDim);
     for (let h = 0; h < this.numHeads; h++) {
-      const live = this.live(h);
-      if (live.length !== length) throw new RangeError(`heads hold different numbers of live entries (${this.lengths.join(', ')})`);
-      keys.set(live.keys, h * length * this.headDim);
+      if (this.lengthOf[h] !== length) throw new RangeError(`heads hold different numbers of entries (${this.lengths.join(', ')})`);
+      keys.set(this.headKeys(h), h * length * this.headDim);
     }
     return { keys, length };
   }
