@@ -21,6 +21,10 @@ export const KvCompression = z.strictObject({
   filter_layer: z.int().min(0).optional(),
   sinks: z.int().min(0).optional(),
   repeat_kv: z.boolean().optional(),
+  beta: z.number().optional(),
+  floor_alpha: z.number().optional(),
+  recent_ratio: z.number().optional(),
+  decay_ratio: z.number().optional(),
 });
 export type KvCompression = z.infer<typeof KvCompression>;
 
@@ -90,6 +94,7 @@ const OPTION_NAMES: Readonly<Record<string, string>> = {
   budget: 'budget', retain_rate: 'retainRate', compression_ratio: 'compressionRatio', tsp_rate: 'tspRate',
   tsp_length: 'tspLength', tsp_layer: 'tspLayer', window_size: 'windowSize', kernel_size: 'kernelSize',
   pooling: 'pooling', filter_layer: 'filterLayer', sinks: 'sinks', repeat_kv: 'repeatKv',
+  beta: 'beta', floor_alpha: 'floorAlpha', recent_ratio: 'recentRatio', decay_ratio: 'decayRatio',
 };
 
 /** `kv_compression` as a CompressionSpec for the registry. */
