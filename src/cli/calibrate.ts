@@ -3,7 +3,6 @@
  * `--tsp-layer auto` reads.
  * @module
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { RequestError } from '../errors.js';
@@ -11,7 +10,8 @@ import { Model } from '../engine/model.js';
 import { calibrateTspLayer } from '../eval/calibrate.js';
 import { loadHaystack, type Haystack } from '../eval/haystack.js';
 import { ProgressBar, formatTable } from '../report.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
+import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag } from './args.js';
+import { MAX_TEXT_BYTES, checkOutputFile, readTextFile, writeFileAtomic } from '../files.js';
 import { defaultCalibrationFile } from './compression-flags.js';
 
 export const CALIBRATE_HELP = `Usage: fastkv calibrate [--model DIR] [--text FILE] [--samples K] [--tsp-rate R] [options]
@@ -38,15 +38,8 @@ Options:
   -h, --help         show this help
 `;
 
-/** Largest --text read. */
-const MAX_TEXT_BYTES = 64 << 20;
-
 function readText(file: string): Haystack {
-  let stat: fs.Stats;
-  try { stat = fs.statSync(file); } catch { throw new RequestError(`--text "${file}" does not exist`); }
-  if (!stat.isFile()) throw new RequestError(`--text "${file}" is not a regular file`);
-  if (stat.size > MAX_TEXT_BYTES) throw new RequestError(`--text "${file}" is ${stat.size} bytes, more than the ${MAX_TEXT_BYTES} allowed`);
-  const text = fs.readFileSync(file, 'utf8');
+  const text = readTextFile(file, { maxBytes: MAX_TEXT_BYTES, what: `--text "${file}"` });
   if (text.trim() === '') throw new RequestError(`--text "${file}" is empty`);
   return { source: file, text };
 }
@@ -66,11 +59,8 @@ export async function calibrateCommand(argv: string[]): Promise<void> {
   const samples = numberFlag(values, 'samples', { integer: true, min: 1, max: 10_000 }) ?? 4;
   const tspRate = numberFlag(values, 'tsp-rate', { min: Number.MIN_VALUE, max: 1 }) ?? 0.2;
   const tolerance = numberFlag(values, 'tolerance', { min: 0 }) ?? 0.05;
-  const threads = numberFlag(values, 'threads', { integer: true, min: 1, max: 1024 });
-  const out = path.resolve(values.out ?? defaultCalibrationFile(modelDir));
-  if (fs.existsSync(out) && !values.force) throw new RequestError(`--out "${out}" exists; pass --force to overwrite it`);
-  if (fs.existsSync(out) && !fs.statSync(out).isFile()) throw new RequestError(`--out "${out}" is not a regular file`);
-  if (!fs.existsSync(path.dirname(out))) throw new RequestError(`--out "${out}": folder ${path.dirname(out)} does not exist`);
+  const threads = threadsFlag(values);
+  const out = checkOutputFile(values.out ?? defaultCalibrationFile(modelDir), { flag: '--out', force: values.force });
   const haystack = values.text !== undefined ? readText(values.text) : loadHaystack();
 
   const model = await Model.load(modelDir, { threads, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
@@ -81,9 +71,7 @@ export async function calibrateCommand(argv: string[]): Promise<void> {
     const maxLayer = numberFlag(values, 'max-layer', { integer: true, min: 0, max: c.numLayers - 1 });
     const bar = new ProgressBar('calibrate', samples * c.numLayers);
     const result = await calibrateTspLayer(model, { haystack, samples, length, tspRate, tolerance, maxLayer, onStep: (note) => bar.tick(note) });
-    const tmp = `${out}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, `${JSON.stringify(result, null, 2)}\n`);
-    fs.renameSync(tmp, out);
+    writeFileAtomic(out, `${JSON.stringify(result, null, 2)}\n`);
     process.stdout.write(`TSP-layer calibration of ${path.basename(modelDir)}: ${samples} prompts of ${length} tokens, TSP rate ${tspRate}\n\n`);
     process.stdout.write(formatTable(['layer', 'mean ‖Δh‖²', 'relative', 'prefill FLOP share', ''],
       result.rows.map((r) => [r.layer, r.distance.toExponential(3), r.relative.toFixed(4), r.flopShare.toFixed(3), r.layer === result.tspLayer ? '<- chosen' : r.layer > result.maxLayer ? '(not a candidate)' : ''])));

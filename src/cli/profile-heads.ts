@@ -15,7 +15,8 @@ import { loadHaystack } from '../eval/haystack.js';
 import { bottomHeads, profileHeads, rankHeads, writeHeadMaskedCheckpoint } from '../eval/head-profile.js';
 import { NIAH_PRESETS, niahCases, runNiah } from '../eval/niah.js';
 import { ProgressBar, formatTable } from '../report.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
+import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag } from './args.js';
+import { checkOutputFile } from '../files.js';
 
 export const PROFILE_HEADS_HELP = `Usage: fastkv profile-heads [--model DIR] [--samples K] [--length N] [--out FILE] [options]
 
@@ -57,13 +58,10 @@ export async function profileHeadsCommand(argv: string[]): Promise<void> {
   const samples = numberFlag(values, 'samples', { integer: true, min: 1, max: 100_000 }) ?? 10;
   const seed = numberFlag(values, 'seed', { integer: true, min: 0, max: Number.MAX_SAFE_INTEGER }) ?? 42;
   const verify = numberFlag(values, 'verify', { integer: true, min: 1 });
-  const threads = numberFlag(values, 'threads', { integer: true, min: 1, max: 1024 });
+  const threads = threadsFlag(values);
   const modelDir = path.resolve(values.model ?? DEFAULT_MODEL_DIR);
-  const out = path.resolve(values.out ?? `head-scores-${path.basename(modelDir)}.json`);
   // Check the output before the long run.
-  if (fs.existsSync(out) && !values.force) throw new RequestError(`--out "${out}" exists; pass --force to overwrite it`);
-  if (!fs.existsSync(path.dirname(out)) || !fs.statSync(path.dirname(out)).isDirectory()) throw new RequestError(`--out "${out}": folder ${path.dirname(out)} does not exist`);
-  if (fs.existsSync(out) && !fs.statSync(out).isFile()) throw new RequestError(`--out "${out}" is not a regular file`);
+  const out = checkOutputFile(values.out ?? `head-scores-${path.basename(modelDir)}.json`, { flag: '--out', force: values.force });
   const haystack = loadHaystack(values.haystack);
   const preset = values.preset;
   if (preset !== undefined && !Object.hasOwn(NIAH_PRESETS, preset)) throw new RequestError(`--preset must be one of ${Object.keys(NIAH_PRESETS).join(', ')}, got "${preset}"`);

@@ -16,6 +16,7 @@
  */
 import fs from 'node:fs';
 import { ConfigError } from '../errors.js';
+import { writeFileAtomic } from '../files.js';
 import type { ModelConfig } from '../model/config.js';
 import { entriesFor, parseBudget, parseWindowOptions, type BudgetOptions, type WindowOptions } from './budget.js';
 import type { CompressionPolicy } from './policy.js';
@@ -76,9 +77,7 @@ export function readHeadScores(file: string, layers: number, heads: number): Flo
 export function writeHeadScores(file: string, layers: number, heads: number, scores: (layer: number, head: number) => readonly number[]): void {
   const out: Record<string, readonly number[]> = {};
   for (let l = 0; l < layers; l++) for (let h = 0; h < heads; h++) out[`${l}-${h}`] = scores(l, h);
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, `${JSON.stringify(out)}\n`);
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, `${JSON.stringify(out)}\n`);
 }
 
 /**
