@@ -5,12 +5,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { ModelLoadError } from '../errors.js';
+import { ConfigError, ModelLoadError } from '../errors.js';
 import { loadConfig, ropeFrequencies, type ModelConfig } from '../model/config.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { loadWeights, type ModelWeights } from '../model/weights.js';
 import { ATTN, HEAD, MLP, buildAttentionGraph, buildDecodeGraph, buildHeadGraph, buildMlpGraph } from '../graph/decoder-layer.js';
-import { Session, defaultThreads, f32, type Feeds } from './ort.js';
+import { Session, availableCores, defaultThreads, f32, type Feeds } from './ort.js';
 
 export interface LoadProgress {
   stage: 'config' | 'weights' | 'graphs' | 'tokenizer' | 'ready';
@@ -19,12 +19,25 @@ export interface LoadProgress {
 }
 
 export interface LoadOptions {
-  /** ONNX Runtime intra-op threads (default: one per core). */
+  /**
+   * ONNX Runtime intra-op threads (default: one per core; at most the number of cores, since more workers than
+   * cores only preempt each other).
+   */
   threads?: number;
   /** Called as loading goes on (weights are reported tensor by tensor). */
   onProgress?: (p: LoadProgress) => void;
   /** Skip the tokenizer (benchmarks that feed token ids directly to a checkpoint without one). */
   withoutTokenizer?: boolean;
+}
+
+/** The thread count to use: the default, or `threads` checked to be an integer in [1, cores]. */
+function checkThreads(threads: number | undefined): number {
+  if (threads === undefined) return defaultThreads();
+  const cores = availableCores();
+  if (!Number.isSafeInteger(threads) || threads < 1 || threads > cores) {
+    throw new ConfigError(`threads must be an integer from 1 to ${cores} (this machine's cores), got ${threads}`);
+  }
+  return threads;
 }
 
 export class Model {
@@ -55,7 +68,7 @@ export class Model {
     const config = loadConfig(dir);
     const tokenizer = options.withoutTokenizer ? null : await Tokenizer.load(dir);
     const weights = loadWeights(dir, config, (done, total) => progress({ stage: 'weights', done, total }));
-    const threads = options.threads ?? defaultThreads();
+    const threads = checkThreads(options.threads);
     progress({ stage: 'graphs', done: 0, total: 4 });
     const { attentionScaling } = ropeFrequencies(config, config.maxPositionEmbeddings);
     const [attention, mlp, decode, head] = await Promise.all([

@@ -10,9 +10,35 @@ import { BackendError } from '../errors.js';
 export type OrtTensor = ort.Tensor;
 export type Feeds = Record<string, ort.Tensor>;
 
-/** Number of intra-op threads when the user gives none: one per core. */
-export function defaultThreads(): number {
+/** Logical cores this process may use. */
+export function availableCores(): number {
   return Math.max(1, typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length);
+}
+
+/**
+ * Number of intra-op threads when the user gives none: one per core. Measured on 2 cores (docs in README,
+ * "Threads"): 2 threads decode 1.45-1.5x faster than 1 (one core cannot saturate memory bandwidth).
+ */
+export function defaultThreads(): number {
+  return availableCores();
+}
+
+/**
+ * Session options every graph shares. `intra_op.allow_spinning` is off: each session owns a thread pool, and
+ * with spinning on (ORT's default) the idle workers of the session that just ran keep spinning while the next
+ * one runs, so a model made of several sessions run in turn steals its own cores (measured: decode 9.4 -> 13.4
+ * tok/s, TTFT -13% with it off; a single session alone is unaffected). The Node binding flattens `extra` into
+ * config keys, which must be strings.
+ */
+function sessionOptions(threads: number): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: ['cpu'],
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+    executionMode: 'sequential',
+    extra: { session: { 'intra_op.allow_spinning': '0' } },
+  };
 }
 
 /** A compiled ONNX graph, ready to run. Sessions are created once per model and reused with dynamic dims. */
@@ -24,13 +50,7 @@ export class Session {
 
   static async create(name: string, model: Uint8Array, threads: number): Promise<Session> {
     try {
-      const session = await ort.InferenceSession.create(model, {
-        executionProviders: ['cpu'],
-        intraOpNumThreads: threads,
-        interOpNumThreads: 1,
-        graphOptimizationLevel: 'all',
-        executionMode: 'sequential',
-      });
+      const session = await ort.InferenceSession.create(model, sessionOptions(threads));
       return new Session(name, session);
     } catch (cause) {
       throw new BackendError(`ONNX Runtime could not create the "${name}" graph: ${(cause as Error).message}`, { cause });
