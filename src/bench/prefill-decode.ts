@@ -282,7 +282,7 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
         intermediate: c.intermediateSize, vocab: c.vocabSize,
       },
       parameters,
-      weightBytes: model.weights.bytes,
+      weightBytes: model.weightBytes,
       threads: model.threads,
       seed,
       loadSeconds,

@@ -7,7 +7,7 @@
 import { RequestError } from '../errors.js';
 import { ropeFrequencies } from '../model/config.js';
 import { fullPolicy, type CompressionPolicy, type LayerDecision } from '../compress/policy.js';
-import { ATTN, DECODE, HEAD, MLP } from '../graph/decoder-layer.js';
+import { ATTN, DECODE, MLP } from '../graph/decoder-layer.js';
 import { createScorer } from '../compress/scoring.js';
 import { KvCache } from './kv-cache.js';
 import type { Model } from './model.js';
@@ -49,16 +49,14 @@ export interface PrefillResult {
   restartedOn?: Int32Array;
 }
 
-/** Gathers embedding rows for `ids`: [ids.length, hidden]. */
-function embed(model: Model, ids: Int32Array): Float32Array {
-  const { hiddenSize: D, vocabSize } = model.config;
-  const out = new Float32Array(ids.length * D);
+/** Embedding rows for `ids`: [ids.length, hidden]; an id outside the vocabulary is a RequestError. */
+function embed(model: Model, ids: Int32Array): Promise<Float32Array> {
+  const { vocabSize } = model.config;
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i];
     if (!(id >= 0 && id < vocabSize)) throw new RequestError(`token id ${id} at index ${i} is outside the vocabulary [0, ${vocabSize})`);
-    out.set(model.weights.embed.subarray(id * D, (id + 1) * D), i * D);
   }
-  return out;
+  return model.embed(ids);
 }
 
 /** src[indices[i]] for each i. */
@@ -78,22 +76,21 @@ function gatherRows(src: Float32Array, width: number, rows: Int32Array): Float32
 async function runMlp(model: Model, layer: number, hidden: Float32Array, n: number): Promise<Float32Array> {
   const D = model.config.hiddenSize;
   if (n <= MLP_CHUNK_ROWS) {
-    const out = await model.sessions.mlp.run({ ...model.mlpWeights[layer], [MLP.hidden]: f32(hidden, [n, D]) });
+    const out = await model.runLayer(layer, 'mlp', { [MLP.hidden]: f32(hidden, [n, D]) });
     return dataF32(out[MLP.hiddenOut]);
   }
   const result = new Float32Array(n * D);
   for (let start = 0; start < n; start += MLP_CHUNK_ROWS) {
     const rows = Math.min(MLP_CHUNK_ROWS, n - start);
     const chunk = hidden.subarray(start * D, (start + rows) * D);
-    const out = await model.sessions.mlp.run({ ...model.mlpWeights[layer], [MLP.hidden]: f32(chunk, [rows, D]) });
+    const out = await model.runLayer(layer, 'mlp', { [MLP.hidden]: f32(chunk, [rows, D]) });
     result.set(dataF32(out[MLP.hiddenOut]), start * D);
   }
   return result;
 }
 
-async function runHead(model: Model, hidden: Float32Array, rows: number): Promise<Float32Array> {
-  const out = await model.sessions.head.run({ ...model.headWeights, [HEAD.hidden]: f32(hidden, [rows, model.config.hiddenSize]) });
-  return dataF32(out[HEAD.logits]);
+function runHead(model: Model, hidden: Float32Array, rows: number): Promise<Float32Array> {
+  return model.runHead(hidden, rows);
 }
 
 function checkPositions(positionIds: Int32Array, n: number): void {
@@ -120,14 +117,13 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
   const layers: LayerStats[] = [];
   let policyMs = 0;
 
-  let hidden = embed(model, ids); // [n, hidden]
+  let hidden = await embed(model, ids); // [n, hidden]
   let n = N;
   let positionTensor = i64(BigInt64Array.from(positionIds, (p) => BigInt(p)), [n]);
   for (let l = 0; l < c.numLayers; l++) {
     // 1. Attention over the n rows present (causal, in row order = position order).
     const w = Math.min(policy.queryWindow, n);
-    const attn = await model.sessions.attention.run({
-      ...model.attentionWeights[l],
+    const attn = await model.runLayer(l, 'attention', {
       [ATTN.hidden]: f32(hidden, [n, c.hiddenSize]),
       [ATTN.positionIds]: positionTensor,
       [ATTN.invFreq]: invFreqTensor,
@@ -183,16 +179,14 @@ export async function decodeStep(model: Model, cache: KvCache, token: number, po
   const c = model.config;
   const invFreqTensor = f32(invFreq, [c.headDim / 2]);
   const positionTensor = i64(BigInt64Array.of(BigInt(positionId)), [1]);
-  let hidden = embed(model, Int32Array.of(token));
+  let hidden = await embed(model, Int32Array.of(token));
   for (let l = 0; l < c.numLayers; l++) {
     const layerCache = cache.layer(l);
     if (layerCache.length >= layerCache.capacity) {
       throw new RequestError(`layer ${l}'s KV cache is full (${layerCache.capacity} entries); raise the decode capacity`);
     }
     if (c.slidingWindow !== null) layerCache.expireBefore(positionId, c.slidingWindow);
-    const session = layerCache.group > 1 ? await model.repeatedKvDecode() : model.sessions.decode;
-    const out = await session.run({
-      ...model.decodeWeights[l],
+    const out = await model.runLayer(l, layerCache.group > 1 ? 'decodeRepeated' : 'decode', {
       [DECODE.hidden]: f32(hidden, [1, c.hiddenSize]),
       [DECODE.positionIds]: positionTensor,
       [DECODE.invFreq]: invFreqTensor,

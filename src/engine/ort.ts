@@ -6,6 +6,7 @@
 import ort from 'onnxruntime-node';
 import os from 'node:os';
 import { BackendError } from '../errors.js';
+import type { BuiltModel } from '../graph/builder.js';
 
 export type OrtTensor = ort.Tensor;
 export type Feeds = Record<string, ort.Tensor>;
@@ -48,9 +49,18 @@ export class Session {
 
   private constructor(readonly name: string, private readonly session: ort.InferenceSession) {}
 
-  static async create(name: string, model: Uint8Array, threads: number): Promise<Session> {
+  /**
+   * Compiles `model`. A {@link BuiltModel}'s external initializers are handed over from memory; ONNX Runtime
+   * copies (and prepacks) them, so the caller should drop its references once this resolves.
+   */
+  static async create(name: string, model: Uint8Array | BuiltModel, threads: number): Promise<Session> {
     try {
-      const session = await ort.InferenceSession.create(model, sessionOptions(threads));
+      const session = model instanceof Uint8Array
+        ? await ort.InferenceSession.create(model, sessionOptions(threads))
+        : await ort.InferenceSession.create(model.bytes, {
+          ...sessionOptions(threads),
+          externalData: model.external.map((e) => ({ path: e.path, data: e.data })),
+        });
       return new Session(name, session);
     } catch (cause) {
       throw new BackendError(`ONNX Runtime could not create the "${name}" graph: ${(cause as Error).message}`, { cause });
