@@ -17,7 +17,7 @@ import { heatmapSvg } from '../eval/heatmap.js';
 import { DEFAULT_DEPTHS, NIAH_PRESETS, minimumNiahLength, niahCases, runNiah, type MethodColumn, type NiahOptions } from '../eval/niah.js';
 import { MAGIC_NUMBER_TASKS, RULER_TASKS, runRuler, type RulerFormat, type RulerTask } from '../eval/ruler.js';
 import { ProgressBar, formatTable, writeJson } from '../report.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine } from './args.js';
+import { DEFAULT_MODEL_DIR, DTYPE_HELP, dtypeFlag, numberFlag, progressDone, progressLine } from './args.js';
 import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionOptionsFromFlags } from './compression-flags.js';
 
 const DEFAULT_METHODS = ['full', 'fastkv', 'snapkv', 'streamingllm', 'gemfilter'];
@@ -31,7 +31,8 @@ const SHARED_COMPRESSION_HELP = COMPRESSION_HELP.split('\n')
 
 const COMMON_FLAGS = {
   model: { type: 'string' }, methods: { type: 'string' }, 'retain-rates': { type: 'string' },
-  threads: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, 'max-context': { type: 'string' },
+  threads: { type: 'string' }, dtype: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' },
+  'max-context': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   ...SHARED_COMPRESSION_FLAGS,
 } as const;
@@ -44,6 +45,7 @@ const COMMON_HELP = `Model and methods:
                          --retain-rate, --budget and --compression-ratio.
   --max-context N        Longest sequence allowed (default max_position_embeddings from config.json).
   --threads N            ONNX Runtime threads (default: one per core).
+${DTYPE_HELP}
   --seed S               Seed of every random draw (default 42); the same seed gives the same numbers.
   --out DIR              Write the results as JSON (and heatmaps for niah) into DIR.
   -h, --help             Show this help.
@@ -181,7 +183,7 @@ export function methodColumns(values: Values): MethodColumn[] {
 async function loadModel(values: Values): Promise<Model> {
   const threads = numberFlag(values, 'threads', { integer: true, min: 1 });
   const model = await Model.load(typeof values.model === 'string' ? values.model : DEFAULT_MODEL_DIR, {
-    threads, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
+    threads, dtype: dtypeFlag(values), onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
   });
   progressDone();
   return model;

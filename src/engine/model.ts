@@ -10,10 +10,11 @@ import { ConfigError, ModelLoadError } from '../errors.js';
 import { loadConfig, ropeFrequencies, type ModelConfig } from '../model/config.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { SafetensorsStore } from '../model/safetensors.js';
-import { lmHeadParts, loadLayer, readEmbeddingTable, readLinear, tensorsPerLayer, type Quantizer } from '../model/weights.js';
-import { EMBED, LAYER, LAYER_MODES, buildEmbeddingModel, buildHeadModel, buildLayerModel, modeOutputs, type LayerMode } from '../graph/layer-graph.js';
+import { lmHeadParts, loadLayer, readEmbeddingTable, readLinear, tensorsPerLayer } from '../model/weights.js';
+import { EMBED, LAYER, LAYER_MODES, buildEmbeddingModel, buildHeadModel, buildLayerModel, layerOutput, modeOutputs, type LayerMode } from '../graph/layer-graph.js';
 import { ATTN, DECODE, HEAD } from '../graph/decoder-layer.js';
-import { QUANTIZE, WEIGHT_DTYPES, buildQuantizeGraph, linearBytes, type LinearWeight, type WeightDtype } from '../graph/linear.js';
+import { WEIGHT_DTYPES, type LinearWeight, type WeightDtype } from '../graph/linear.js';
+import { QuantizerSessions } from './quantize.js';
 import type { BuiltModel } from '../graph/builder.js';
 import { Session, availableCores, dataF32, defaultThreads, f32, i64, type Feeds, type OrtTensor } from './ort.js';
 
@@ -57,28 +58,6 @@ function checkDtype(dtype: unknown): WeightDtype {
     throw new ConfigError(`dtype must be one of ${WEIGHT_DTYPES.join(', ')}, got ${JSON.stringify(dtype)}`);
   }
   return dtype as WeightDtype;
-}
-
-/** Quantizes row chunks in ONNX Runtime, one small session per (row length, format), released after loading. */
-class QuantizerSessions {
-  private readonly sessions = new Map<string, Promise<Session>>();
-  constructor(private readonly threads: number) {}
-
-  readonly quantize: Quantizer = async (rows, numRows, cols, format) => {
-    const key = `${format}-${cols}`;
-    let session = this.sessions.get(key);
-    if (!session) {
-      session = Session.create(`quantize ${key}`, buildQuantizeGraph(cols, format), this.threads);
-      this.sessions.set(key, session);
-    }
-    const out = await (await session).run({ [QUANTIZE.weights]: f32(rows, [numRows, cols]) });
-    return { codes: out[QUANTIZE.codes].data as Uint8Array, scales: dataF32(out[QUANTIZE.scales]) };
-  };
-
-  async release(): Promise<void> {
-    const all = await Promise.allSettled(this.sessions.values());
-    await Promise.all(all.map((s) => (s.status === 'fulfilled' ? s.value.release() : undefined)));
-  }
 }
 
 /** Bytes of a built model's initializers (embedded and external). */
@@ -193,7 +172,7 @@ export class Model {
     });
     this.modeMs[mode] += performance.now() - t0;
     const named: Record<string, OrtTensor> = {};
-    modeOutputs(mode).forEach((name, i) => { named[name] = out[LAYER.outputs[i]]; });
+    modeOutputs(mode).forEach((name, i) => { named[name] = out[layerOutput(mode, i)]; });
     return named;
   }
 

@@ -3,10 +3,12 @@
  * once at session creation and holds them once (measured: decode 1.2-1.45x faster than weights fed as inputs
  * on every run, prefill unchanged; docs/ort-performance.md §4-5).
  *
- * - One model per decoder layer. Its `mode` input picks the branch of an `If` node: prefill attention, prefill
- *   MLP, decode, or decode over a cache with K/V repeated per query head (policies with `repeatKv`). Every
- *   branch reads the same outer-scope initializers, so a layer's weights are held (and prepacked) once whatever
- *   runs. Each branch returns 4 outputs (padded with empty tensors), named `y0`..`y3` outside.
+ * - One model per decoder layer. Its `mode` input picks which of four sibling `If` nodes does the work: prefill
+ *   attention, prefill MLP, decode, or decode over a cache with K/V repeated per query head (policies with
+ *   `repeatKv`); the others return empty tensors. Every branch reads the same outer-scope initializers, so a
+ *   layer's weights are held (and prepacked) once whatever runs. The `If`s are siblings, never nested: ONNX
+ *   Runtime 1.30 does not prepack initializers used two subgraph levels down (measured: a nested decode branch
+ *   ran 190 ms per layer instead of 1.1 ms, q8). Outputs are named `<mode>_y<i>`.
  * - The head: final norm → LM head.
  * - The embedding: a `Gather` from the table as stored (F32, F16 or BF16, widened after the lookup), so lookups
  *   are exact and a 16-bit table takes half the memory of a float32 one.
@@ -23,12 +25,16 @@ export const LAYER_MODES: readonly LayerMode[] = ['attention', 'mlp', 'decode', 
 
 export const LAYER = {
   mode: 'mode',                          // [] i64: the index of the branch in LAYER_MODES
-  outputs: ['y0', 'y1', 'y2', 'y3'],     // the branch's outputs, in the order of BRANCH_OUTPUTS
 } as const;
 
-/** The names of a branch's outputs, in order (y0, y1, ...). */
+/** The names of a branch's outputs, in order (ATTN / MLP / DECODE names). */
 export function modeOutputs(mode: LayerMode): readonly string[] {
   return mode === 'attention' ? BRANCH_OUTPUTS.attention : mode === 'mlp' ? BRANCH_OUTPUTS.mlp : BRANCH_OUTPUTS.decode;
+}
+
+/** The layer model's output holding output `i` of `mode`'s branch. */
+export function layerOutput(mode: LayerMode, i: number): string {
+  return `${mode}_y${i}`;
 }
 
 /** Layer weights as initializers of `owner`, each added once, on first use by any branch. */
@@ -58,18 +64,16 @@ function initializerParams(owner: GraphBuilder, t: LayerTensors): LayerParams {
   };
 }
 
-/** Adds a branch that returns `build`'s outputs padded with empty tensors to LAYER.outputs.length. */
+/** A branch returning `build`'s outputs. */
 function branch(name: string, parent: GraphBuilder, build: (g: GraphBuilder) => string[]): GraphBuilder {
   const g = new GraphBuilder(name, parent);
-  const outs = build(g);
-  while (outs.length < LAYER.outputs.length) outs.push(g.float([], [0]));
-  outs.forEach((v, i) => g.output(v, `${name}_y${i}`, 'float', null));
+  build(g).forEach((v, i) => g.output(v, `${name}_y${i}`, 'float', null));
   return g;
 }
 
-/** `If(cond)` in `g` returning LAYER.outputs.length outputs. */
-function ifNode(g: GraphBuilder, cond: string, then: GraphBuilder, otherwise: GraphBuilder): string[] {
-  return g.opN('If', [cond], LAYER.outputs.length, { then_branch: { graph: then.graph() }, else_branch: { graph: otherwise.graph() } });
+/** A branch returning `count` empty float tensors (the `else` of a mode that does not run). */
+function emptyBranch(name: string, parent: GraphBuilder, count: number): GraphBuilder {
+  return branch(name, parent, (g) => Array.from({ length: count }, () => g.float([], [0])));
 }
 
 /** The model of one decoder layer (see the module comment). */
@@ -77,23 +81,22 @@ export function buildLayerModel(c: ModelConfig, attentionScaling: number, t: Lay
   const g = new GraphBuilder(name);
   const p = initializerParams(g, t);
   const mode = g.input(LAYER.mode, 'int64', []);
-  const code = (m: LayerMode) => g.int64([LAYER_MODES.indexOf(m)], []);
-  const isDecode = g.op('GreaterOrEqual', [mode, code('decode')]);
-  const isRepeated = g.op('Equal', [mode, code('decodeRepeated')]);
-  const isMlp = g.op('Equal', [mode, code('mlp')]);
-
-  const decodeSide = new GraphBuilder('decode_side', g);
-  const decode = branch('decode', decodeSide, (b) => buildDecodeGraph(b, c, attentionScaling, p));
-  const repeated = branch('decode_repeated_kv', decodeSide, (b) => buildDecodeGraph(b, c, attentionScaling, p, true));
-  ifNode(decodeSide, isRepeated, repeated, decode).forEach((v, i) => decodeSide.output(v, `decode_side_y${i}`, 'float', null));
-
-  const prefillSide = new GraphBuilder('prefill_side', g);
-  const mlp = branch('mlp', prefillSide, (b) => buildMlpGraph(b, c, p));
-  const attention = branch('attention', prefillSide, (b) => buildAttentionGraph(b, c, attentionScaling, p));
-  ifNode(prefillSide, isMlp, mlp, attention).forEach((v, i) => prefillSide.output(v, `prefill_side_y${i}`, 'float', null));
-
-  g.declareOuterInputs(attention, mlp, decode, repeated);
-  ifNode(g, isDecode, decodeSide, prefillSide).forEach((v, i) => g.output(v, LAYER.outputs[i], 'float', null));
+  const builders: Record<LayerMode, (b: GraphBuilder) => string[]> = {
+    attention: (b) => buildAttentionGraph(b, c, attentionScaling, p),
+    mlp: (b) => buildMlpGraph(b, c, p),
+    decode: (b) => buildDecodeGraph(b, c, attentionScaling, p),
+    decodeRepeated: (b) => buildDecodeGraph(b, c, attentionScaling, p, true),
+  };
+  const branches = LAYER_MODES.map((m) => branch(m, g, builders[m]));
+  g.declareOuterInputs(...branches);
+  LAYER_MODES.forEach((m, k) => {
+    const count = modeOutputs(m).length;
+    const runs = g.op('Equal', [mode, g.int64([k], [])]);
+    const outs = g.opN('If', [runs], count, {
+      then_branch: { graph: branches[k].graph() }, else_branch: { graph: emptyBranch(`${m}_idle`, g, count).graph() },
+    });
+    outs.forEach((v, i) => g.output(v, layerOutput(m, i), 'float', null));
+  });
   return g.buildWithExternal();
 }
 
