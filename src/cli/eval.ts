@@ -112,6 +112,9 @@ Text:
   --context N            Context tokens, BOS included (default 1024).
   --continuation M       Teacher-forced tokens after it (default 64).
   --windows K            Consecutive windows of N + M tokens to average over (default 1).
+  --reference-dtype D    Take the full-cache run at weight format D (fp32, q8, q4) as the reference while the
+                         methods run at --dtype: e.g. --dtype q4 --reference-dtype fp32 --methods full measures
+                         what 4-bit weights cost (a second copy of the model is loaded).
 
 ${COMMON_HELP}`;
 
@@ -364,7 +367,7 @@ async function rulerCommand(argv: string[]): Promise<void> {
 async function fidelityCommand(argv: string[]): Promise<void> {
   const values = parse(argv, {
     ...COMMON_FLAGS, text: { type: 'string' }, context: { type: 'string' }, continuation: { type: 'string' },
-    windows: { type: 'string' },
+    windows: { type: 'string' }, 'reference-dtype': { type: 'string' },
   }, 'fidelity');
   if (values.help) { process.stdout.write(FIDELITY_HELP); return; }
   if (values.text === undefined) throw new RequestError('--text FILE is required (see fastkv eval fidelity --help)');
@@ -379,8 +382,12 @@ async function fidelityCommand(argv: string[]): Promise<void> {
   } catch (cause) {
     throw new RequestError(`cannot read --text "${String(values.text)}": ${(cause as Error).message}`, { cause });
   }
+  const referenceDtype = dtypeFlag({ dtype: values['reference-dtype'] });
   const dir = outDir(values);
   const model = await loadModel(values);
+  const reference = referenceDtype !== undefined && referenceDtype !== model.dtype
+    ? await loadModel({ ...values, dtype: referenceDtype }).catch(async (e) => { await model.dispose(); throw e; })
+    : undefined;
   try {
     checkColumns(columns, model);
     const limit = maxContext ?? model.config.maxPositionEmbeddings;
@@ -390,19 +397,23 @@ async function fidelityCommand(argv: string[]): Promise<void> {
     }
     const win = fidelityWindows(model.tokenizer, text, { context, continuation, windows });
     const bar = new ProgressBar('fidelity', win.length * (columns.length + 1));
-    const result = await runFidelity(model, columns, win, { maxContext: limit }, (note) => bar.tick(note));
-    process.stdout.write(`Fidelity on ${path.basename(model.dir)}: context ${context}, continuation ${continuation}, ${windows} window(s) of ${path.basename(String(values.text))}\n`);
+    const result = await runFidelity(model, columns, win, { maxContext: limit, reference }, (note) => bar.tick(note));
+    process.stdout.write(`Fidelity on ${path.basename(model.dir)} (${model.dtype} weights, reference: full cache at ${reference?.dtype ?? model.dtype}): ` +
+      `context ${context}, continuation ${continuation}, ${windows} window(s) of ${path.basename(String(values.text))}\n`);
     process.stdout.write(formatTable(['method', 'top-1 agree %', 'KL(full||m)', 'perplexity', 'KV kept %'],
       columns.map((c) => {
         const s = result.scores[c.label];
         return [c.label, s.top1Agreement, s.meanKL, s.perplexity, s.keptPercent];
       })));
     if (dir) {
-      writeJson(path.join(dir, 'fidelity.json'), { command: 'fidelity', settings: settingsOf(values, model, columns), ...result });
+      writeJson(path.join(dir, 'fidelity.json'), {
+        command: 'fidelity', settings: settingsOf(values, model, columns), dtype: model.dtype, referenceDtype: reference?.dtype ?? model.dtype, ...result,
+      });
       process.stderr.write(`results in ${dir}/fidelity.json\n`);
     }
   } finally {
     await model.dispose();
+    await reference?.dispose();
   }
 }
 
