@@ -154,7 +154,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
 
   if (values.methods !== undefined) {
     const methods = specsFor(values.methods.split(',').map((m) => m.trim()).filter(Boolean), compressionOptionsFromFlags(values));
-    const runs = [];
+    const runs: { dtype: WeightDtype; threads: number; results: Awaited<ReturnType<typeof runMethodsBench>> }[] = [];
     for (const dtype of dtypes) {
       const model = await Model.load(dir, { threads, dtype, withoutTokenizer: true, onProgress: (p) => progressLine(`loading ${dtype} ${p.stage} ${p.done}/${p.total}`) });
       try {
