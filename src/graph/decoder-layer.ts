@@ -33,7 +33,6 @@ export const ATTN = {
   positionIds: 'position_ids',    // [n] i64: original positions of those rows
   invFreq: 'inv_freq',            // [headDim/2] f32
   windowStart: 'window_start',    // [1] i64: first row whose query is returned
-  inputNorm: 'w_input_norm', qkv: 'w_qkv', qkvBias: 'b_qkv', qNorm: 'w_q_norm', kNorm: 'w_k_norm', o: 'w_o',
   // outputs
   hiddenOut: 'hidden_out',        // [n, hidden]: input + attention output
   presentKey: 'present_key',      // [1, numKvHeads, n, headDim]: RoPE applied
@@ -42,7 +41,7 @@ export const ATTN = {
 } as const;
 
 export const MLP = {
-  hidden: 'hidden', postNorm: 'w_post_norm', gateUp: 'w_gate_up', down: 'w_down',
+  hidden: 'hidden',
   hiddenOut: 'hidden_out',        // [n, hidden]
 } as const;
 
@@ -54,7 +53,6 @@ export const DECODE = {
   cacheKeys: 'cache_keys',        // [numKvHeads, capacity, headDim]: RoPE applied; slots past the mask are ignored
   cacheValues: 'cache_values',    // [numKvHeads, capacity, headDim]
   cacheMask: 'cache_mask',        // [numKvHeads, 1, capacity]: 0 for a live slot, −inf for an empty one
-  // weights: those of ATTN and MLP
   hiddenOut: 'hidden_out',        // [1, hidden]
   newKey: 'new_key',              // [numKvHeads, headDim]: this token's key (RoPE applied), for the cache
   newValue: 'new_value',          // [numKvHeads, headDim]
@@ -73,8 +71,7 @@ export const BRANCH_OUTPUTS = {
 } as const;
 
 /**
- * Input norm → fused QKV (+ bias) → Qwen3's per-head q/k norm → RoPE at `positionIds`. Declares the weight
- * inputs it reads. Returns q [n, H·d] and k [n, Hkv·d] with RoPE applied, and v [n, Hkv·d].
+ * Input norm → fused QKV (+ bias) → Qwen3's per-head q/k norm → RoPE at `positionIds`. Returns q [n, H·d] and k [n, Hkv·d] with RoPE applied, and v [n, Hkv·d].
  */
 function projectQkv(g: GraphBuilder, c: ModelConfig, p: LayerParams, hidden: string, positionIds: string, invFreq: string, attentionScaling: number) {
   const { numHeads: H, numKvHeads: Hkv, headDim: d } = c;
