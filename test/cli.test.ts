@@ -27,6 +27,12 @@ test('generate --json prints text, ids and timings for the bundled model', () =>
   }
 });
 
+test('generate --dtype q8 gives the bundled model\'s reference greedy continuation', () => {
+  const r = fastkv('generate', '--prompt', reference.prompt, '--max-tokens', '20', '--json', '--threads', '1', '--dtype', 'q8');
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout).output_ids, reference.greedy_ids.slice(reference.prompt_ids.length, reference.prompt_ids.length + 20));
+});
+
 test('generate streams text to stdout', () => {
   const r = fastkv('generate', '--prompt', reference.prompt, '--max-tokens', '30', '--threads', '1');
   assert.equal(r.code, 0, r.stderr);
@@ -51,7 +57,7 @@ test('help describes every option', () => {
   assert.equal(top.code, 0);
   assert.match(top.stdout, /generate/);
   const help = fastkv('generate', '--help');
-  for (const flag of ['--model', '--prompt', '--prompt-file', '--chat', '--max-tokens', '--temperature', '--top-p', '--top-k', '--seed', '--threads', '--json', '--method']) {
+  for (const flag of ['--model', '--prompt', '--prompt-file', '--chat', '--max-tokens', '--temperature', '--top-p', '--top-k', '--seed', '--threads', '--dtype', '--json', '--method']) {
     assert.ok(help.stdout.includes(flag), `generate --help lacks ${flag}`);
   }
   assert.match(help.stdout, /--context FILE/);
@@ -72,6 +78,11 @@ test('bad input gets an error that names it', () => {
     [['generate', '--prompt-file', '/nonexistent/prompt.txt'], /prompt\.txt/],
     [['generate', '--prompt', 'x', '--bogus'], /bogus/],
     [['generate', '--prompt', 'x', '--method', 'nosuch'], /nosuch/],
+    [['generate', '--prompt', 'x', '--dtype', 'q5'], /--dtype must be one of fp32, q8, q4, got "q5"/],
+    [['generate', '--prompt', 'x', '--dtype', 'q8,q4'], /--dtype takes one of/],
+    [['bench', '--dtype', 'q8,q8'], /--dtype lists a format twice/],
+    [['eval', 'fidelity', '--text', 'README.md', '--reference-dtype', 'f16'], /--dtype must be one of/],
+    [['generate', '--prompt', 'x', '--threads', '100000'], /threads must be an integer from 1 to/],
     [['frobnicate'], /frobnicate/],
   ];
   for (const [args, pattern] of cases) {

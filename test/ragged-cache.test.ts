@@ -12,6 +12,7 @@ import { ropeFrequencies } from '../src/model/config.js';
 import { argmax } from '../src/engine/sampling.js';
 import { STORIES, randomModel, recording } from './helpers.js';
 import { Model } from '../src/engine/model.js';
+import { loadWeights, type ModelWeights } from '../src/model/weights.js';
 import type { Model as ModelType } from '../src/engine/model.js';
 
 /** y = W·x for W [rows, cols] (row-major, as a Linear weight), in float64. */
@@ -48,11 +49,11 @@ function rope(x: Float64Array, position: number, invFreq: Float32Array): Float64
  * One decode step of a one-layer Llama written out plainly: each KV head h attends over its own entries
  * `keys[h]`/`values[h]` (appended to with this token's key and value). Returns the logits.
  */
-function referenceStep(model: ModelType, keys: Float64Array[][], values: Float64Array[][], token: number, position: number, invFreq: Float32Array): Float64Array {
+function referenceStep(model: ModelType, weights: ModelWeights, keys: Float64Array[][], values: Float64Array[][], token: number, position: number, invFreq: Float32Array): Float64Array {
   const c = model.config;
   const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: d, intermediateSize: I } = c;
-  const w = model.weights.layers[0];
-  const x = Float64Array.from(model.weights.embed.subarray(token * D, (token + 1) * D));
+  const w = weights.layers[0];
+  const x = Float64Array.from(weights.embed.subarray(token * D, (token + 1) * D));
   const qkv = matVec(w.qkv, rmsNorm(x, w.inputNorm, c.rmsNormEps), (H + 2 * Hkv) * d, D);
   for (let h = 0; h < Hkv; h++) {
     keys[h].push(rope(qkv.slice((H + h) * d, (H + h + 1) * d), position, invFreq));
@@ -74,7 +75,7 @@ function referenceStep(model: ModelType, keys: Float64Array[][], values: Float64
   const act = Float64Array.from({ length: I }, (_, i) => (gu[i] / (1 + Math.exp(-gu[i]))) * gu[I + i]);
   const mlp = matVec(w.down, act, D, I);
   const x3 = x2.map((v, i) => v + mlp[i]);
-  return matVec(model.weights.lmHead, rmsNorm(x3, model.weights.finalNorm, c.rmsNormEps), c.vocabSize, D);
+  return matVec(weights.lmHead, rmsNorm(x3, weights.finalNorm, c.rmsNormEps), c.vocabSize, D);
 }
 
 test('ragged cache: decoding after an adakv prefill equals per-head attention in plain code, at positions N, N+1, ...', async () => {
@@ -100,12 +101,13 @@ test('ragged cache: decoding after an adakv prefill equals per-head attention in
   const refValues = keep.map((rows, h) => Array.from(rows, (r) => Float64Array.from(input.values.subarray((h * input.numRows + r) * d, (h * input.numRows + r + 1) * d))));
 
   const { invFreq } = ropeFrequencies(c, ids.length + steps);
+  const weights = loadWeights(model.dir, c);          // float32, for the plain-code reference
   let logits = run.logits;
   for (let s = 0; s < steps; s++) {
     const token = argmax(logits);
     const position = ids.length + s;
     logits = await decodeStep(model, run.cache, token, position, invFreq);
-    const want = referenceStep(model, refKeys, refValues, token, position, invFreq);
+    const want = referenceStep(model, weights, refKeys, refValues, token, position, invFreq);
     let err = 0;
     for (let i = 0; i < want.length; i++) err = Math.max(err, Math.abs(logits[i] - want[i]));
     assert.ok(err < 1e-4, `step ${s}: max |engine − reference| = ${err}`);

@@ -1,10 +1,10 @@
 /**
  * The matmul throughput ONNX Runtime reaches on this machine, in this process: the yardstick the benchmark
  * compares prefill against. One graph with one node, built like the engine's projections (`linear` in
- * src/graph/ops.ts): y = x · Wᵀ as a `Gemm` with transB = 1, x [m, k] and an HF-layout weight W [n, k], both graph
- * inputs (the engine feeds weights as inputs too, so no constant folding or pre-packing is measured that the
- * engine would not get). The output kept is one row of the product, so that the copy of a large output into
- * JavaScript is not timed.
+ * src/graph/ops.ts): y = x · Wᵀ as a float32 `Gemm` with transB = 1, x [m, k] and an HF-layout weight W [n, k],
+ * both graph inputs. (The engine's weights are prepacked initializers; at thousands of rows packing W per call
+ * is amortised and both forms run at the same rate, docs/ort-performance.md §4.) The output kept is one row of
+ * the product, so that the copy of a large output into JavaScript is not timed.
  * @module
  */
 

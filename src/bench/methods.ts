@@ -59,18 +59,14 @@ export function flopsOfLayers(c: ModelConfig, layers: readonly LayerStats[]): nu
   return layers.reduce((sum, l) => sum + 2 * p * l.rows + 2 * l.rows * l.rows * c.headDim * c.numHeads, 0);
 }
 
-/** Bytes a decode step reads besides the cache: every layer's weights, the final norm and the LM head (f32). */
-export function decodeWeightBytes(c: ModelConfig): number {
-  return 4 * (c.numLayers * layerParameters(c) + c.hiddenSize + c.vocabSize * c.hiddenSize);
-}
-
 export async function runMethodsBench(model: Model, options: MethodsBenchOptions): Promise<MethodResult[]> {
   const c = model.config;
   const decodeTokens = options.decodeTokens ?? 128;
   const progress = options.onProgress ?? (() => {});
   const methods = options.methods.some((m) => m.method === 'full') ? [...options.methods] : [{ method: 'full' }, ...options.methods];
   methods.sort((a, b) => Number(b.method === 'full') - Number(a.method === 'full'));
-  const weightBytes = decodeWeightBytes(c);
+  // Bytes a decode step reads besides the cache: every layer's weights and the head, in the model's dtype.
+  const weightBytes = model.decodeWeightBytes;
 
   // Warm-up, not timed: each method once on a short prompt (graph creation, first runs), then full once at the
   // first length, so that the first timed run does not pay for growing the process's memory alone.
@@ -130,7 +126,7 @@ export function formatMethods(results: readonly MethodResult[]): string {
   return formatTable(['tokens', 'method', 'TTFT s', 'TTFT speedup', 'bound', 'of bound', 'decode tok/s', 'decode speedup',
     'bound', 'of bound', 'KV MiB', 'scoring % of prefill'], rows)
     + '\nTTFT bound: full prefill FLOPs / the method\'s, from the rows each layer processed (2·params·rows + 2·rows²·headDim·heads).\n'
-    + 'decode bound: (weight bytes + full KV bytes) / (weight bytes + kept KV bytes), f32.\n'
+    + 'decode bound: (weight bytes + full KV bytes) / (weight bytes + kept KV bytes), weights in the model\'s dtype, KV f32.\n'
     + 'scoring: time inside the policy (window scores on ONNX Runtime, top-k and gathers in JS) over time to first token.\n'
     + headline;
 }

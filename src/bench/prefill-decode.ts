@@ -14,6 +14,8 @@ import { ropeFrequencies, type ModelConfig } from '../model/config.js';
 import { RequestError } from '../errors.js';
 import { countParameters, type ParameterCount } from './random-checkpoint.js';
 import { measureMatmul, type MatmulRate } from './matmul-rate.js';
+import { measureBandwidth } from './bandwidth.js';
+import type { WeightDtype } from '../graph/linear.js';
 import { formatTable } from '../report.js';
 
 export const DEFAULT_LENGTHS: readonly number[] = [1024, 4096, 8192];
@@ -29,6 +31,8 @@ export interface BenchOptions {
   decodeTokens?: number;
   /** ONNX Runtime intra-op threads (default: one per core). */
   threads?: number;
+  /** Weight format of the linear layers (default fp32). */
+  dtype?: WeightDtype;
   /** Seed of the random prompts (default 0). */
   seed?: number;
   /** A label for the report (e.g. the shape name). */
@@ -71,6 +75,12 @@ export interface LengthResult {
   decodeBreakdown: Breakdown;
   /** KV-cache bytes after decoding (prompt and generated entries, f32). */
   kvBytes: number;
+  /** Memory read bandwidth measured right after this length's decode (GB/s, a streaming reduction in ORT). */
+  bandwidthGBs: number;
+  /** Bytes read per decoded token: the weights of every layer and the head, plus the KV cache. */
+  decodeBytesPerToken: number;
+  /** bandwidthGBs / decodeBytesPerToken: the decode rate memory bandwidth allows. */
+  decodeBoundTokensPerSecond: number;
   /** Resident set size after this length's decode, cache still held. */
   rssBytes: number;
   /** Process-wide maximum RSS so far (includes every earlier length and the load). */
@@ -85,7 +95,14 @@ export interface BenchReport {
     layers: number; hidden: number; heads: number; kvHeads: number; headDim: number; intermediate: number; vocab: number;
   };
   parameters: ParameterCount;
+  /** Weight format of the linear layers. */
+  dtype: WeightDtype;
+  /** Weight bytes handed to ONNX Runtime (linears in `dtype`, norms, the embedding table as stored). */
   weightBytes: number;
+  /** Of those, the bytes read per decoded token (all but the embedding table). */
+  decodeWeightBytes: number;
+  /** RSS right after loading (after a GC when node runs with --expose-gc). */
+  loadRssBytes: number;
   threads: number;
   seed: number;
   loadSeconds: number;
@@ -183,10 +200,13 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
   const t0 = performance.now();
   const model = await Model.load(dir, {
     threads: options.threads,
+    dtype: options.dtype,
     withoutTokenizer: true,
     onProgress: (p) => progress(`loading ${p.stage}${p.total > 1 ? ` ${p.done}/${p.total}` : ''}`),
   });
   const loadSeconds = (performance.now() - t0) / 1000;
+  (globalThis as { gc?: () => void }).gc?.();
+  const loadRssBytes = rssNow();
   try {
     const c = model.config;
     for (const n of lengths) {
@@ -243,6 +263,10 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
         }
         const decodeSeconds = (performance.now() - d0) / 1000;
         const decodeGraphs = takeGraphSeconds();
+        const rssAfterDecode = rssNow();
+        progress(`${n} tokens: memory bandwidth`);
+        const bandwidth = await measureBandwidth(model.threads);
+        const decodeBytesPerToken = model.decodeWeightBytes + pre.cache.bytes;
 
         const flops = prefillFlops(c, n, parameters.nonEmbedding);
         const gflops = flops / prefillSeconds / 1e9;
@@ -266,7 +290,10 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
             other: Math.max(0, decodeSeconds - decodeGraphs.attention - decodeGraphs.mlp - decodeGraphs.head),
           },
           kvBytes: pre.cache.bytes,
-          rssBytes: rssNow(),
+          bandwidthGBs: bandwidth.gbPerSecond,
+          decodeBytesPerToken,
+          decodeBoundTokensPerSecond: (bandwidth.gbPerSecond * 1e9) / decodeBytesPerToken,
+          rssBytes: rssAfterDecode,
           peakRssBytes: peakRss(),
         });
       }
@@ -282,7 +309,10 @@ export async function runPrefillDecodeBench(dir: string, options: BenchOptions =
         intermediate: c.intermediateSize, vocab: c.vocabSize,
       },
       parameters,
-      weightBytes: model.weights.bytes,
+      dtype: model.dtype,
+      weightBytes: model.weightBytes,
+      decodeWeightBytes: model.decodeWeightBytes,
+      loadRssBytes,
       threads: model.threads,
       seed,
       loadSeconds,
@@ -310,14 +340,14 @@ export function formatReport(r: BenchReport): string {
   const lines = [
     `model     ${r.label} (${r.architecture}: ${c.layers} layers, hidden ${c.hidden}, ${c.heads}/${c.kvHeads} heads x ${c.headDim}, MLP ${c.intermediate}, vocab ${c.vocab})`,
     `          ${r.model}`,
-    `params    ${(r.parameters.total / 1e6).toFixed(1)}M (${(r.parameters.nonEmbedding / 1e6).toFixed(1)}M non-embedding); f32 weights ${(r.weightBytes / MiB).toFixed(0)} MiB; loaded in ${r.loadSeconds.toFixed(1)} s`,
+    `params    ${(r.parameters.total / 1e6).toFixed(1)}M (${(r.parameters.nonEmbedding / 1e6).toFixed(1)}M non-embedding); dtype ${r.dtype}: weights ${(r.weightBytes / MiB).toFixed(0)} MiB (${(r.decodeWeightBytes / MiB).toFixed(0)} MiB read per token); loaded in ${r.loadSeconds.toFixed(1)} s, RSS after load ${(r.loadRssBytes / MiB).toFixed(0)} MiB`,
     `machine   ${r.machine.cpu}, ${r.machine.cores} cores; ${r.threads} ORT threads; ${r.machine.node}`,
     `matmul    [${r.matmul.m}, ${r.matmul.k}] x [${r.matmul.n}, ${r.matmul.k}]^T (${r.matmul.what}, Gemm transB), median of ${r.matmul.repeats}, measured before and after each prefill`,
     '',
   ];
   const headers = [
     'tokens', 'TTFT s', 'prefill tok/s', 'GFLOP/s', 'matmul before/after', '% matmul', 'attn s', 'mlp s', 'other s',
-    'decode tok/s', 'KV MiB', 'RSS MiB', 'peak RSS MiB',
+    'decode tok/s', 'GB/s', 'bound tok/s', '% bound', 'KV MiB', 'RSS MiB', 'peak RSS MiB',
   ];
   const rows: string[][] = [];
   for (const x of r.results) {
@@ -325,12 +355,16 @@ export function formatReport(r: BenchReport): string {
       String(x.tokens), fmt(x.ttftSeconds, 2), fmt(x.prefillTokensPerSecond, 0), fmt(x.prefillGflops, 1),
       `${fmt(x.matmulBeforeAfter[0], 0)}/${fmt(x.matmulBeforeAfter[1], 0)}`, `${fmt(x.percentOfMatmul, 0)}%`, fmt(x.prefillBreakdown.attention, 2), fmt(x.prefillBreakdown.mlp, 2),
       fmt(x.prefillBreakdown.other + x.prefillBreakdown.head, 2), x.decodeTokens > 0 ? fmt(x.decodeTokensPerSecond, 2) : '-',
+      fmt(x.bandwidthGBs, 1), fmt(x.decodeBoundTokensPerSecond, 1),
+      x.decodeTokens > 0 ? `${fmt((100 * x.decodeTokensPerSecond) / x.decodeBoundTokensPerSecond, 0)}%` : '-',
       fmt(x.kvBytes / MiB, 1), fmt(x.rssBytes / MiB, 0), fmt(x.peakRssBytes / MiB, 0),
     ]);
   }
   lines.push(formatTable(headers, rows).trimEnd());
   lines.push('', 'GFLOP/s counts 2 x non-embedding params x tokens + 2 x tokens^2 x headDim x heads per layer (causal attention).',
     '% matmul: prefill GFLOP/s over the mean of the matmul rates measured just before and after that prefill.',
-    'attn s / mlp s: prefill time in the attention graph (norm, QKV, RoPE, GQA, o_proj) and the MLP graph; other: head + JS work.');
+    'attn s / mlp s: prefill time in the attention graph (norm, QKV, RoPE, GQA, o_proj) and the MLP graph; other: head + JS work.',
+    'GB/s: memory read bandwidth measured after each decode (ReduceSum streaming 512 MiB); bound tok/s = GB/s / bytes read per',
+    'token (weights of every layer and the head + KV cache); % bound: decode tok/s over that bound.');
   return `${lines.join('\n')}\n`;
 }

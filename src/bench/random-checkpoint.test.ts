@@ -46,6 +46,14 @@ test('the benchmark shapes parse and have the real models\' parameter counts', (
   assert.equal(llama.rope.originalMaxPositions, 8192);
   assert.equal(countParameters(llama).total, 1_235_814_400);
 
+  // Llama-3.1-8B: 8,030,261,248 parameters (untied head), the paper's model.
+  const llama8 = parseConfig(SHAPES['llama-3.1-8b'], 'llama-3.1-8b');
+  assert.equal(llama8.rope.type, 'llama3');
+  assert.equal(llama8.rope.factor, 8);
+  assert.equal(llama8.tieWordEmbeddings, false);
+  assert.equal(countParameters(llama8).total, 8_030_261_248);
+  assert.equal(countParameters(llama8).embedding, 2 * 128256 * 4096);
+
   // 2·P·N plus the causal attention term.
   assert.equal(prefillFlops(qwen, 10), 2 * countParameters(qwen).nonEmbedding * 10 + 24 * 2 * 100 * 64 * 14);
 });

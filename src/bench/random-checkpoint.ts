@@ -76,6 +76,35 @@ export const SHAPES: Readonly<Record<string, HfConfig>> = Object.freeze({
     use_cache: true,
     vocab_size: 128256,
   }),
+  // The FastKV paper's model. 16 GB of BF16 on disk; run it with --dtype q8 or q4 on a 24 GB machine.
+  'llama-3.1-8b': Object.freeze({
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    attention_bias: false,
+    attention_dropout: 0.0,
+    bos_token_id: 128000,
+    eos_token_id: 128001,
+    head_dim: 128,
+    hidden_act: 'silu',
+    hidden_size: 4096,
+    initializer_range: 0.02,
+    intermediate_size: 14336,
+    max_position_embeddings: 131072,
+    mlp_bias: false,
+    num_attention_heads: 32,
+    num_hidden_layers: 32,
+    num_key_value_heads: 8,
+    pretraining_tp: 1,
+    rms_norm_eps: 1e-5,
+    rope_scaling: Object.freeze({
+      factor: 8.0, high_freq_factor: 4.0, low_freq_factor: 1.0, original_max_position_embeddings: 8192, rope_type: 'llama3',
+    }),
+    rope_theta: 500000.0,
+    tie_word_embeddings: false,
+    torch_dtype: 'bfloat16',
+    use_cache: true,
+    vocab_size: 128256,
+  }),
 });
 
 export type ShapeName = keyof typeof SHAPES;

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RequestError, printable } from '../errors.js';
 import { MAX_THREADS } from '../engine/ort.js';
+import { WEIGHT_DTYPES, type WeightDtype } from '../graph/linear.js';
 
 /** The bundled stories260K checkpoint (MIT, Andrej Karpathy / llama2.c), used when no --model is given. */
 export const DEFAULT_MODEL_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'models', 'stories260K');
@@ -42,4 +43,28 @@ export function progressLine(text: string): void {
 }
 export function progressDone(): void {
   if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
+}
+
+/** Help line of `--dtype`, shared by every command that loads a model. */
+export const DTYPE_HELP = `  --dtype fp32|q8|q4     Weight format of the linear layers (default fp32): q8 / q4 quantize them at load
+                         to 8 / 4 bits (ONNX Runtime MatMulNBits, block 32); faster decoding, smaller RSS.`;
+
+/** Parses `--dtype` (one of fp32, q8, q4) if present. */
+export function dtypeFlag(values: Values): WeightDtype | undefined {
+  return dtypeList(values, false)?.[0];
+}
+
+/** Parses `--dtype` as a comma-separated list of distinct weight formats when `list`, else as one. */
+export function dtypeList(values: Values, list = true): WeightDtype[] | undefined {
+  const raw = values.dtype;
+  if (raw === undefined) return undefined;
+  const parts = String(raw).split(',').map((s) => s.trim());
+  for (const p of parts) {
+    if (!(WEIGHT_DTYPES as readonly string[]).includes(p)) {
+      throw new RequestError(`--dtype must be ${list ? 'a comma-separated list of ' : 'one of '}${WEIGHT_DTYPES.join(', ')}, got "${raw}"`);
+    }
+  }
+  if (!list && parts.length !== 1) throw new RequestError(`--dtype takes one of ${WEIGHT_DTYPES.join(', ')}, got "${raw}"`);
+  if (new Set(parts).size !== parts.length) throw new RequestError(`--dtype lists a format twice: "${raw}"`);
+  return parts as WeightDtype[];
 }

@@ -3,19 +3,23 @@
  * or on a checkpoint the user points to.
  * @module
  */
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { RequestError, quoted } from '../errors.js';
 import { hasOwn } from '../own.js';
 import { checkOutputFile, writeFileAtomic } from '../files.js';
 import { SHAPES, writeRandomCheckpoint } from '../bench/random-checkpoint.js';
-import { DEFAULT_DECODE_TOKENS, DEFAULT_LENGTHS, formatReport, machineInfo, runPrefillDecodeBench } from '../bench/prefill-decode.js';
+import { DEFAULT_DECODE_TOKENS, DEFAULT_LENGTHS, formatReport, machineInfo, runPrefillDecodeBench, type BenchReport } from '../bench/prefill-decode.js';
 import { runMethodsBench, formatMethods } from '../bench/methods.js';
 import { formatContextReuse, runContextReuseBench } from '../bench/context-reuse.js';
 import { Model } from '../engine/model.js';
+import { loadConfig } from '../model/config.js';
 import { resolvePolicy, specsFor } from '../compress/registry.js';
 import { writeHeadScores } from '../compress/headkv.js';
-import { numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
+import { dtypeList, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
+import { formatTable } from '../report.js';
+import type { WeightDtype } from '../graph/linear.js';
 import { COMPRESSION_FLAGS, compressionOptionsFromFlags, optionFlagNames } from './compression-flags.js';
 
 const DEFAULT_SHAPE = 'qwen2.5-0.5b';
@@ -36,9 +40,11 @@ Options:
   --lengths LIST        comma-separated prompt lengths in tokens (default ${DEFAULT_LENGTHS.join(',')})
   --decode-tokens N     greedy tokens decoded after each prefill (default ${DEFAULT_DECODE_TOKENS}; 0 = none)
   --threads N           ONNX Runtime intra-op threads (default: one per core)
+  --dtype LIST          weight formats to compare, e.g. fp32,q8,q4 (default fp32): one model load and one
+                        table per format, then a summary with the memory-bandwidth bound on decode
   --seed S              seed of the random weights and prompts (default 0)
   --cache-dir DIR       where generated checkpoints go (default ./${DEFAULT_CACHE_DIR}; BF16, about 1 GB for
-                        qwen2.5-0.5b and 2.5 GB for llama-3.2-1b; never commit them)
+                        qwen2.5-0.5b, 2.5 GB for llama-3.2-1b, 16 GB for llama-3.1-8b; never commit them)
   --methods LIST        compare methods against full instead (e.g. full,fastkv,snapkv,pyramidkv,adakv,headkv,
                         gemfilter,streamingllm): TTFT and decode speedups with their arithmetic bounds, KV
                         bytes, scoring share, FastKV's TTFT over HeadKV's (headkv gets equal head scores on a
@@ -80,6 +86,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
         lengths: { type: 'string' },
         'decode-tokens': { type: 'string' },
         threads: { type: 'string' },
+        dtype: { type: 'string' },
         seed: { type: 'string' },
         'cache-dir': { type: 'string' },
         json: { type: 'string' },
@@ -109,6 +116,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
   const decodeTokens = numberFlag(values, 'decode-tokens', { integer: true, min: 0 }) ?? DEFAULT_DECODE_TOKENS;
   const threads = threadsFlag(values);
   const seed = numberFlag(values, 'seed', { integer: true, min: 0, max: Number.MAX_SAFE_INTEGER }) ?? 0;
+  const dtypes: WeightDtype[] = dtypeList(values) ?? ['fp32'];
   const jsonTarget = values.json;
   if (jsonTarget === '') throw new RequestError('--json needs a file name, or - for stdout');
   // Every output path is checked before minutes of benchmarking, not after.
@@ -142,7 +150,8 @@ export async function benchCommand(argv: string[]): Promise<void> {
 
   if (values['context-reuse']) {
     const methods = specsFor((values.methods ?? 'full,fastkv').split(',').map((m) => m.trim()).filter(Boolean), sharedOptions);
-    const model = await Model.load(dir, { threads, withoutTokenizer: true, onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
+    if (dtypes.length !== 1) throw new RequestError('--context-reuse takes one --dtype');
+    const model = await Model.load(dir, { threads, dtype: dtypes[0], withoutTokenizer: true, onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
     for (const spec of methods) resolvePolicy(spec, model.config);
     const contextLengths = values.lengths !== undefined ? lengths : [8192];
     if (contextLengths.length !== 1) throw new RequestError('--context-reuse takes one context length in --lengths');
@@ -162,42 +171,97 @@ export async function benchCommand(argv: string[]): Promise<void> {
 
   if (values.methods !== undefined) {
     let methods = specsFor(values.methods.split(',').map((m) => m.trim()).filter(Boolean), sharedOptions);
-    const model = await Model.load(dir, { threads, withoutTokenizer: true, onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
     if (values.model === undefined && methods.some((m) => m.method === 'headkv' && m.headScores === undefined)) {
       // Random weights have no important heads to find: equal scores give every head the same budget, which
       // times HeadKV's prefill and decode as well as any (its cost does not depend on which heads get more).
+      const config = loadConfig(dir);
       const file = path.join(dir, 'uniform-head-scores.json');
-      writeHeadScores(file, model.config.numLayers, model.config.numHeads, () => [1]);
+      writeHeadScores(file, config.numLayers, config.numHeads, () => [1]);
       process.stderr.write(`headkv: random weights, so equal head scores (${file})\n`);
       methods = methods.map((m) => (m.method === 'headkv' && m.headScores === undefined ? { ...m, headScores: file } : m));
     }
-    for (const spec of methods) resolvePolicy(spec, model.config); // check every option before the long run
-    const results = await runMethodsBench(model, {
-      lengths: values.lengths !== undefined ? lengths : METHOD_LENGTHS,
-      methods, seed,
-      decodeTokens: numberFlag(values, 'decode-tokens', { integer: true, min: 0 }) ?? 128,
-      onProgress: (text) => progressLine(`${label}: ${text}`),
-    });
+    const runs: { dtype: WeightDtype; threads: number; results: Awaited<ReturnType<typeof runMethodsBench>> }[] = [];
+    for (const dtype of dtypes) {
+      const model = await Model.load(dir, { threads, dtype, withoutTokenizer: true, onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${dtype} ${p.stage} ${p.done}/${p.total}`) });
+      try {
+        for (const spec of methods) resolvePolicy(spec, model.config); // check every option before the long run
+        const results = await runMethodsBench(model, {
+          lengths: values.lengths !== undefined ? lengths : METHOD_LENGTHS,
+          methods, seed,
+          decodeTokens: numberFlag(values, 'decode-tokens', { integer: true, min: 0 }) ?? 128,
+          onProgress: (text) => progressLine(`${label} ${dtype}: ${text}`),
+        });
+        runs.push({ dtype, threads: model.threads, results });
+      } finally {
+        await model.dispose();
+      }
+    }
     progressDone();
-    await model.dispose();
-    const out = { label, model: dir, threads: model.threads, machine: machineInfo(), date: new Date().toISOString(), results: results.map(({ layers, ...r }) => ({ ...r, rowsPerLayer: layers.map((l) => l.rows), keptPerLayer: layers.map((l) => l.keptPerHead ?? l.kept) })) };
+    // One format: the same JSON as before formats existed (what `fastkv report` reads), plus its dtype.
+    const jsonRun = (run: typeof runs[number]) => ({
+      label, model: dir, dtype: run.dtype, threads: run.threads, machine: machineInfo(), date: new Date().toISOString(),
+      results: run.results.map(({ layers, ...r }) => ({ ...r, rowsPerLayer: layers.map((l) => l.rows), keptPerLayer: layers.map((l) => l.keptPerHead ?? l.kept) })),
+    });
+    const out = runs.length === 1 ? jsonRun(runs[0]) : { runs: runs.map(jsonRun) };
     if (jsonTarget === '-') { process.stdout.write(`${JSON.stringify(out, null, 2)}\n`); return; }
     if (jsonFile !== undefined) writeFileAtomic(jsonFile, `${JSON.stringify(out, null, 2)}\n`);
-    process.stdout.write(`${label}, ${model.threads} ONNX Runtime threads\n\n${formatMethods(results)}`);
+    for (const run of runs) process.stdout.write(`${label}, ${run.dtype} weights, ${run.threads} ONNX Runtime threads\n\n${formatMethods(run.results)}\n`);
     return;
   }
 
-  const report = await runPrefillDecodeBench(dir, {
-    lengths, decodeTokens, threads, seed, label,
-    onProgress: (text) => progressLine(`${label}: ${text}`),
-  });
-  progressDone();
+  const reports: BenchReport[] = [];
+  if (dtypes.length === 1) {
+    reports.push(await runPrefillDecodeBench(dir, {
+      lengths, decodeTokens, threads, seed, label, dtype: dtypes[0],
+      onProgress: (text) => progressLine(`${label} ${dtypes[0]}: ${text}`),
+    }));
+    progressDone();
+  } else {
+    // One child process per format, one after the other: each gets a fresh heap, and its own peak RSS.
+    for (const dtype of dtypes) reports.push(benchInChild(argv, dtype));
+  }
 
-  const json = `${JSON.stringify(report, null, 2)}\n`;
+  const json = `${JSON.stringify(reports.length === 1 ? reports[0] : reports, null, 2)}\n`;
   if (jsonTarget === '-') {
     process.stdout.write(json);
     return;
   }
   if (jsonFile !== undefined) writeFileAtomic(jsonFile, json);
-  process.stdout.write(formatReport(report));
+  process.stdout.write(reports.map(formatReport).join('\n'));
+  if (reports.length > 1) process.stdout.write(`\n${formatDtypeSummary(reports)}`);
+}
+
+const MiB = 1024 * 1024;
+
+/** Runs this bench command again in a child process with `--dtype dtype --json -` and returns its report. */
+function benchInChild(argv: readonly string[], dtype: WeightDtype): BenchReport {
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--dtype' || a === '--json') { i++; continue; }
+    if (a.startsWith('--dtype=') || a.startsWith('--json=')) continue;
+    args.push(a);
+  }
+  const child = spawnSync(process.execPath, [...process.execArgv, process.argv[1], 'bench', ...args, '--dtype', dtype, '--json', '-'], {
+    stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 * 1024 * 1024,
+  });
+  if (child.status !== 0) throw new RequestError(`the ${dtype} benchmark failed (exit status ${child.status ?? child.signal})`);
+  return JSON.parse(child.stdout.toString('utf8')) as BenchReport;
+}
+
+/** One row per (dtype, length): the numbers the weight formats are compared on. */
+function formatDtypeSummary(reports: readonly BenchReport[]): string {
+  const rows: string[][] = [];
+  for (const r of reports) {
+    for (const x of r.results) {
+      rows.push([
+        r.dtype, String(x.tokens), x.ttftSeconds.toFixed(2), x.prefillTokensPerSecond.toFixed(0),
+        x.decodeTokens > 0 ? x.decodeTokensPerSecond.toFixed(2) : '-', x.decodeBoundTokensPerSecond.toFixed(1),
+        x.decodeTokens > 0 ? `${((100 * x.decodeTokensPerSecond) / x.decodeBoundTokensPerSecond).toFixed(0)}%` : '-',
+        (r.decodeWeightBytes / MiB).toFixed(0), (r.loadRssBytes / MiB).toFixed(0), (x.peakRssBytes / MiB).toFixed(0),
+      ]);
+    }
+  }
+  return `summary (one process per dtype, run one after the other)\n` + formatTable(
+    ['dtype', 'tokens', 'TTFT s', 'prefill tok/s', 'decode tok/s', 'bound tok/s', '% bound', 'MiB read/token', 'RSS after load MiB', 'peak RSS MiB'], rows);
 }

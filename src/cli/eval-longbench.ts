@@ -9,7 +9,7 @@ import { Model } from '../engine/model.js';
 import { METHOD_OPTIONS, resolvePolicy } from '../compress/registry.js';
 import { LONGBENCH_TASKS, loadLongBenchData, runLongBench } from '../eval/longbench.js';
 import { ProgressBar, formatTable, writeJson } from '../report.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
+import { DEFAULT_MODEL_DIR, DTYPE_HELP, dtypeFlag, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
 import { COMPRESSION_FLAGS, COMPRESSION_HELP, OPTION_FLAGS, compressionOptionsFromFlags } from './compression-flags.js';
 import { methodColumns } from './eval.js';
 import { checkOutputDir } from '../files.js';
@@ -41,6 +41,7 @@ Model and protocol:
                          Default: the paper's protocol, the question is part of the compressed prompt.
   --seed S               Sampler seed (default 42; decoding is greedy).
   --threads N            ONNX Runtime threads (default: one per core).
+${DTYPE_HELP}
 
 ${COMPRESSION_HELP}  (Here --methods replaces --method.)
 
@@ -58,7 +59,7 @@ export async function longbenchCommand(argv: string[]): Promise<void> {
       model: { type: 'string' }, data: { type: 'string' }, tasks: { type: 'string' }, methods: { type: 'string' },
       'retain-rates': { type: 'string' },
       'max-context': { type: 'string' }, limit: { type: 'string' }, 'question-after': { type: 'boolean' },
-      threads: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' }, seed: { type: 'string' },
+      threads: { type: 'string' }, dtype: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' }, seed: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       ...COMPRESSION_FLAGS,
     },
@@ -89,7 +90,7 @@ export async function longbenchCommand(argv: string[]): Promise<void> {
     onSkip: (file, why) => process.stderr.write(`skipping ${file}: ${why}\n`),
   });
   const modelDir = values.model ?? DEFAULT_MODEL_DIR;
-  const model = await Model.load(modelDir, { threads, onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
+  const model = await Model.load(modelDir, { threads, dtype: dtypeFlag(values), onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
   progressDone();
   try {
     for (const c of columns) resolvePolicy(c.spec, model.config); // bad options fail before hours of generation

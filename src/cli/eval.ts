@@ -18,7 +18,7 @@ import { heatmapSvg } from '../eval/heatmap.js';
 import { DEFAULT_DEPTHS, NIAH_PRESETS, minimumNiahLength, niahCases, runNiah, type MethodColumn, type NiahOptions } from '../eval/niah.js';
 import { MAGIC_NUMBER_TASKS, RULER_TASKS, runRuler, type RulerFormat, type RulerTask } from '../eval/ruler.js';
 import { ProgressBar, formatTable, writeJson } from '../report.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
+import { DEFAULT_MODEL_DIR, DTYPE_HELP, dtypeFlag, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
 import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionOptionsFromFlags } from './compression-flags.js';
 
 const DEFAULT_METHODS = ['full', 'fastkv', 'snapkv', 'streamingllm', 'gemfilter'];
@@ -32,7 +32,7 @@ const SHARED_COMPRESSION_HELP = COMPRESSION_HELP.split('\n')
 
 const COMMON_FLAGS = {
   model: { type: 'string' }, methods: { type: 'string' }, 'retain-rates': { type: 'string' },
-  threads: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' },
+  threads: { type: 'string' }, dtype: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' },
   'max-context': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   ...SHARED_COMPRESSION_FLAGS,
@@ -46,6 +46,7 @@ const COMMON_HELP = `Model and methods:
                          --retain-rate, --budget and --compression-ratio.
   --max-context N        Longest sequence allowed (default max_position_embeddings from config.json).
   --threads N            ONNX Runtime threads (default: one per core).
+${DTYPE_HELP}
   --seed S               Seed of every random draw (default 42); the same seed gives the same numbers.
   --out DIR              Write the results as JSON (and heatmaps for niah) into DIR. Checked before the run:
                          results already there are kept unless --force.
@@ -114,6 +115,9 @@ Text:
   --context N            Context tokens, BOS included (default 1024).
   --continuation M       Teacher-forced tokens after it (default 64).
   --windows K            Consecutive windows of N + M tokens to average over (default 1).
+  --reference-dtype D    Take the full-cache run at weight format D (fp32, q8, q4) as the reference while the
+                         methods run at --dtype: e.g. --dtype q4 --reference-dtype fp32 --methods full measures
+                         what 4-bit weights cost (a second copy of the model is loaded).
 
 ${COMMON_HELP}`;
 
@@ -185,7 +189,7 @@ export function methodColumns(values: Values): MethodColumn[] {
 async function loadModel(values: Values): Promise<Model> {
   const threads = threadsFlag(values);
   const model = await Model.load(typeof values.model === 'string' ? values.model : DEFAULT_MODEL_DIR, {
-    threads, onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
+    threads, dtype: dtypeFlag(values), onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
   });
   progressDone();
   return model;
@@ -361,7 +365,7 @@ async function rulerCommand(argv: string[]): Promise<void> {
 async function fidelityCommand(argv: string[]): Promise<void> {
   const values = parse(argv, {
     ...COMMON_FLAGS, text: { type: 'string' }, context: { type: 'string' }, continuation: { type: 'string' },
-    windows: { type: 'string' },
+    windows: { type: 'string' }, 'reference-dtype': { type: 'string' },
   }, 'fidelity');
   if (values.help) { process.stdout.write(FIDELITY_HELP); return; }
   if (values.text === undefined) throw new RequestError('--text FILE is required (see fastkv eval fidelity --help)');
@@ -371,8 +375,12 @@ async function fidelityCommand(argv: string[]): Promise<void> {
   const windows = numberFlag(values, 'windows', { integer: true, min: 1 }) ?? 1;
   const maxContext = numberFlag(values, 'max-context', { integer: true, min: 1 });
   const text = readTextFile(String(values.text), { maxBytes: MAX_TEXT_BYTES, what: `--text ${quoted(String(values.text))}` });
+  const referenceDtype = dtypeFlag({ dtype: values['reference-dtype'] });
   const dir = outDir(values, ['fidelity.json']);
   const model = await loadModel(values);
+  const reference = referenceDtype !== undefined && referenceDtype !== model.dtype
+    ? await loadModel({ ...values, dtype: referenceDtype }).catch(async (e) => { await model.dispose(); throw e; })
+    : undefined;
   try {
     checkColumns(columns, model);
     const limit = maxContext ?? model.config.maxPositionEmbeddings;
@@ -382,19 +390,23 @@ async function fidelityCommand(argv: string[]): Promise<void> {
     }
     const win = fidelityWindows(model.tokenizer, text, { context, continuation, windows });
     const bar = new ProgressBar('fidelity', win.length * (columns.length + 1));
-    const result = await runFidelity(model, columns, win, { maxContext: limit }, (note) => bar.tick(note));
-    process.stdout.write(`Fidelity on ${path.basename(model.dir)}: context ${context}, continuation ${continuation}, ${windows} window(s) of ${path.basename(String(values.text))}\n`);
+    const result = await runFidelity(model, columns, win, { maxContext: limit, reference }, (note) => bar.tick(note));
+    process.stdout.write(`Fidelity on ${path.basename(model.dir)} (${model.dtype} weights, reference: full cache at ${reference?.dtype ?? model.dtype}): ` +
+      `context ${context}, continuation ${continuation}, ${windows} window(s) of ${path.basename(String(values.text))}\n`);
     process.stdout.write(formatTable(['method', 'top-1 agree %', 'KL(full||m)', 'perplexity', 'KV kept %'],
       columns.map((c) => {
         const s = result.scores[c.label];
         return [c.label, s.top1Agreement, s.meanKL, s.perplexity, s.keptPercent];
       })));
     if (dir) {
-      writeJson(path.join(dir, 'fidelity.json'), { command: 'fidelity', settings: settingsOf(values, model, columns), ...result });
+      writeJson(path.join(dir, 'fidelity.json'), {
+        command: 'fidelity', settings: settingsOf(values, model, columns), dtype: model.dtype, referenceDtype: reference?.dtype ?? model.dtype, ...result,
+      });
       process.stderr.write(`results in ${dir}/fidelity.json\n`);
     }
   } finally {
     await model.dispose();
+    await reference?.dispose();
   }
 }
 

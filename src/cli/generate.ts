@@ -8,7 +8,7 @@ import { MAX_TEXT_BYTES, readStreamText, readTextFile } from '../files.js';
 import { Model } from '../engine/model.js';
 import { stream, type GenerateOptions } from '../engine/generate.js';
 import { loadContext } from '../engine/context-file.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
+import { DEFAULT_MODEL_DIR, DTYPE_HELP, dtypeFlag, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
 import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionFromFlags } from './compression-flags.js';
 
 export const GENERATE_HELP = `Usage: fastkv generate [--model DIR] (--prompt TEXT | --prompt-file FILE) [options]
@@ -41,6 +41,7 @@ Sampling:
 ${COMPRESSION_HELP}
 Output:
   --threads N            ONNX Runtime threads (default: one per core).
+${DTYPE_HELP}
   --json                 Print one JSON object: text, prompt_ids, output_ids, finish_reason, timings, layers.
   -h, --help             Show this help.
 `;
@@ -54,7 +55,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
       'max-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-k': { type: 'string' },
       'top-p': { type: 'string' }, 'min-p': { type: 'string' }, 'repetition-penalty': { type: 'string' },
       seed: { type: 'string' }, stop: { type: 'string', multiple: true }, 'ignore-eos': { type: 'boolean' },
-      threads: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      threads: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       context: { type: 'string' },
       ...COMPRESSION_FLAGS,
     },
@@ -84,7 +85,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
   };
   const threads = threadsFlag(values);
   const model = await Model.load(values.model ?? DEFAULT_MODEL_DIR, {
-    threads, onWarning: warnOnStderr,
+    threads, dtype: dtypeFlag(values), onWarning: warnOnStderr,
     onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
   });
   progressDone();

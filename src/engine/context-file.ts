@@ -16,7 +16,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ModelLoadError, RequestError } from '../errors.js';
 import { encodeHeader } from '../model/safetensors-write.js';
-import { SafetensorsFile } from '../model/safetensors.js';
+import { SafetensorsFile, SafetensorsStore } from '../model/safetensors.js';
 import type { ChatMessage } from '../model/tokenizer.js';
 import { CompressedContext } from './context.js';
 import type { LayerStats } from './forward.js';
@@ -26,33 +26,40 @@ import type { Model } from './model.js';
 export const CONTEXT_FORMAT = 'fastkv-context';
 export const CONTEXT_FORMAT_VERSION = 2;
 
-/** Tensors at most this long are hashed whole by the fingerprint; longer ones by evenly spaced samples. */
+/** Tensors at most this long are hashed whole by the fingerprint; longer matrices by evenly spaced rows. */
 const WHOLE_TENSOR_ELEMENTS = 1 << 16;
-const SAMPLES_PER_TENSOR = 4096;
+const SAMPLED_ROWS = 16;
 
 const fingerprints = new WeakMap<Model, string>();
 
 /**
- * A digest of the model a context belongs to: its normalized config and, for every weight tensor, its length
- * and its values (whole below 65,536 elements, else 4,096 evenly spaced ones: any fine-tune or other
- * checkpoint changes them, and hashing gigabytes on every load would not be worth it). Computed once per model.
+ * A digest of the model a context belongs to: its normalized config, its weight format (the cache was computed
+ * with those weights), and, for every tensor of its checkpoint, its name, shape and values (whole below 65,536
+ * elements, else 16 evenly spaced rows: any fine-tune or other checkpoint changes them, and hashing gigabytes
+ * on every load would not be worth it). The values are read from the checkpoint (ONNX Runtime holds the loaded
+ * weights); computed once per model.
  */
 export function modelFingerprint(model: Model): string {
   let digest = fingerprints.get(model);
   if (digest) return digest;
   const hash = createHash('sha256');
   hash.update(JSON.stringify(model.config));
-  const w = model.weights;
-  const tensors: (Float32Array | null)[] = [w.embed, w.finalNorm, w.lmHead];
-  for (const l of w.layers) tensors.push(l.inputNorm, l.qkv, l.qkvBias, l.qNorm, l.kNorm, l.o, l.postNorm, l.gateUp, l.down);
-  for (const t of tensors) {
-    if (t === null) { hash.update('none;'); continue; }
-    hash.update(`${t.length};`);
-    let sample = t;
-    if (t.length > WHOLE_TENSOR_ELEMENTS) {
-      sample = new Float32Array(SAMPLES_PER_TENSOR);
-      const stride = t.length / SAMPLES_PER_TENSOR;
-      for (let i = 0; i < SAMPLES_PER_TENSOR; i++) sample[i] = t[Math.floor(i * stride)];
+  hash.update(`dtype=${model.dtype};`);
+  const store = SafetensorsStore.open(model.dir);
+  for (const name of store.names().sort()) {
+    const { shape, dtype } = store.info(name);
+    if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') continue;
+    hash.update(`${name};${shape.join(',')};`);
+    const numel = shape.reduce((a, d) => a * d, 1);
+    let sample: Float32Array;
+    if (numel <= WHOLE_TENSOR_ELEMENTS || shape.length !== 2) {
+      sample = store.readF32(name);
+    } else {
+      const [rows, cols] = shape as [number, number];
+      sample = new Float32Array(SAMPLED_ROWS * cols);
+      for (let i = 0; i < SAMPLED_ROWS; i++) {
+        store.readF32RowsInto(name, [rows, cols], Math.floor((i * rows) / SAMPLED_ROWS), sample.subarray(i * cols, (i + 1) * cols));
+      }
     }
     hash.update(new Uint8Array(sample.buffer, sample.byteOffset, sample.byteLength));
   }

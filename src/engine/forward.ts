@@ -7,14 +7,22 @@
 import { NumericError, RequestError } from '../errors.js';
 import { ropeFrequencies } from '../model/config.js';
 import { fullPolicy, type CompressionPolicy, type LayerDecision } from '../compress/policy.js';
-import { ATTN, DECODE, HEAD, MLP } from '../graph/decoder-layer.js';
+import { ATTN, DECODE, MLP } from '../graph/decoder-layer.js';
 import { createScorer } from '../compress/scoring.js';
 import { KvCache, type LayerCache } from './kv-cache.js';
 import type { Model } from './model.js';
 import { dataF32, f32, i64, type Feeds } from './ort.js';
 
-/** Rows per MLP run: the MLP is token-wise, and chunks bound its [rows, 2·intermediate] activations. */
-const MLP_CHUNK_ROWS = 2048;
+/**
+ * Rows per MLP run. The MLP is token-wise, so it runs in chunks whose [rows, 2·intermediate] float32 activation
+ * stays within 32 MiB, glibc's largest mmap threshold: smaller buffers are recycled through the heap, larger
+ * ones are fresh memory on every run, and first-touch page faults cost about 0.2 GB/s on the VM this was
+ * measured on (see `ort.ts`). 64 to 2048 rows, a multiple of 64 (832 for Qwen2.5-0.5B, 256 for Llama-3.1-8B).
+ */
+export function mlpChunkRows(intermediateSize: number): number {
+  const rows = Math.floor((32 * 1024 * 1024) / (2 * intermediateSize * 4) / 64) * 64;
+  return Math.min(2048, Math.max(64, rows));
+}
 
 export interface PrefillOptions {
   /** Compression policy (default: full, no compression). */
@@ -60,16 +68,14 @@ export interface PrefillResult {
   finalHidden?: { hidden: Float32Array; positionIds: Int32Array };
 }
 
-/** Gathers embedding rows for `ids`: [ids.length, hidden]. */
-function embed(model: Model, ids: Int32Array): Float32Array {
-  const { hiddenSize: D, vocabSize } = model.config;
-  const out = new Float32Array(ids.length * D);
+/** Embedding rows for `ids`: [ids.length, hidden]; an id outside the vocabulary is a RequestError. */
+function embed(model: Model, ids: Int32Array): Promise<Float32Array> {
+  const { vocabSize } = model.config;
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i];
     if (!(id >= 0 && id < vocabSize)) throw new RequestError(`token id ${id} at index ${i} is outside the vocabulary [0, ${vocabSize})`);
-    out.set(model.weights.embed.subarray(id * D, (id + 1) * D), i * D);
   }
-  return out;
+  return model.embed(ids);
 }
 
 /** src[indices[i]] for each i. */
@@ -88,23 +94,23 @@ function gatherRows(src: Float32Array, width: number, rows: Int32Array): Float32
 
 async function runMlp(model: Model, layer: number, hidden: Float32Array, n: number): Promise<Float32Array> {
   const D = model.config.hiddenSize;
-  if (n <= MLP_CHUNK_ROWS) {
-    const out = await model.sessions.mlp.run({ ...model.mlpWeights[layer], [MLP.hidden]: f32(hidden, [n, D]) });
+  const chunkRows = mlpChunkRows(model.config.intermediateSize);
+  if (n <= chunkRows) {
+    const out = await model.runLayer(layer, 'mlp', { [MLP.hidden]: f32(hidden, [n, D]) });
     return dataF32(out[MLP.hiddenOut]);
   }
   const result = new Float32Array(n * D);
-  for (let start = 0; start < n; start += MLP_CHUNK_ROWS) {
-    const rows = Math.min(MLP_CHUNK_ROWS, n - start);
+  for (let start = 0; start < n; start += chunkRows) {
+    const rows = Math.min(chunkRows, n - start);
     const chunk = hidden.subarray(start * D, (start + rows) * D);
-    const out = await model.sessions.mlp.run({ ...model.mlpWeights[layer], [MLP.hidden]: f32(chunk, [rows, D]) });
+    const out = await model.runLayer(layer, 'mlp', { [MLP.hidden]: f32(chunk, [rows, D]) });
     result.set(dataF32(out[MLP.hiddenOut]), start * D);
   }
   return result;
 }
 
 async function runHead(model: Model, hidden: Float32Array, rows: number): Promise<Float32Array> {
-  const out = await model.sessions.head.run({ ...model.headWeights, [HEAD.hidden]: f32(hidden, [rows, model.config.hiddenSize]) });
-  return checkFinite(dataF32(out[HEAD.logits]), model.config.vocabSize);
+  return checkFinite(await model.runHead(hidden, rows), model.config.vocabSize);
 }
 
 /**
@@ -152,15 +158,14 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
   const layers: LayerStats[] = [];
   let policyMs = 0;
 
-  let hidden = embed(model, ids); // [n, hidden]
+  let hidden = await embed(model, ids); // [n, hidden]
   let n = N;
   let positionTensor = i64(BigInt64Array.from(positionIds, (p) => BigInt(p)), [n]);
   for (let l = 0; l < c.numLayers; l++) {
     options.signal?.throwIfAborted();
     // 1. Attention over the n rows present (causal, in row order = position order).
     const w = Math.min(run.queryWindow ?? policy.queryWindow, n);
-    const attn = await model.sessions.attention.run({
-      ...model.attentionWeights[l],
+    const attn = await model.runLayer(l, 'attention', {
       [ATTN.hidden]: f32(hidden, [n, c.hiddenSize]),
       [ATTN.positionIds]: positionTensor,
       [ATTN.invFreq]: invFreqTensor,
@@ -220,13 +225,11 @@ export async function decodeStep(model: Model, cache: KvCache, token: number, po
   const c = model.config;
   const invFreqTensor = f32(invFreq, [c.headDim / 2]);
   const positionTensor = i64(BigInt64Array.of(BigInt(positionId)), [1]);
-  let hidden = embed(model, Int32Array.of(token));
+  let hidden = await embed(model, Int32Array.of(token));
   for (let l = 0; l < c.numLayers; l++) {
     const layerCache = cache.layer(l);
     if (c.slidingWindow !== null) layerCache.expireBefore(positionId, c.slidingWindow);
-    const session = layerCache.group > 1 ? await model.repeatedKvDecode() : model.sessions.decode;
     const feeds: Feeds = {
-      ...model.decodeWeights[l],
       [DECODE.hidden]: f32(hidden, [1, c.hiddenSize]),
       [DECODE.positionIds]: positionTensor,
       [DECODE.invFreq]: invFreqTensor,
@@ -237,7 +240,7 @@ export async function decodeStep(model: Model, cache: KvCache, token: number, po
       feeds[DECODE.cacheKeys(h)] = f32(live.keys, [live.length, c.headDim]);
       feeds[DECODE.cacheValues(h)] = f32(live.values, [live.length, c.headDim]);
     }
-    const out = await session.run(feeds);
+    const out = await model.runLayer(l, layerCache.group > 1 ? 'decodeRepeated' : 'decode', feeds);
     layerCache.append(dataF32(out[DECODE.newKey]), dataF32(out[DECODE.newValue]), positionId);
     if (cache.decodeHook) {
       await cache.decodeHook({

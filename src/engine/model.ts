@@ -1,6 +1,7 @@
 /**
- * A loaded model: the frozen config, the weights, the tokenizer, and the three compiled graphs shared by every
- * layer and every request. Loading is the only slow, allocating step; requests allocate their own state.
+ * A loaded model: the frozen config, the tokenizer, and its compiled graphs: one session per decoder layer and
+ * one for the head, with the weights inside them as prepacked initializers (float32, or 8/4-bit MatMulNBits),
+ * and one for the embedding lookup. Loading is the only slow, allocating step; requests allocate their own state.
  * @module
  */
 import fs from 'node:fs';
@@ -9,9 +10,14 @@ import { ConfigError, ModelLoadError } from '../errors.js';
 import { NO_GENERATION_DEFAULTS, loadGenerationConfig, type GenerationDefaults } from '../model/generation-config.js';
 import { loadConfig, ropeFrequencies, type ModelConfig } from '../model/config.js';
 import { Tokenizer } from '../model/tokenizer.js';
-import { loadWeights, type ModelWeights } from '../model/weights.js';
-import { ATTN, HEAD, MLP, buildAttentionGraph, buildDecodeGraph, buildHeadGraph, buildMlpGraph } from '../graph/decoder-layer.js';
-import { MAX_THREADS, Session, defaultThreads, f32, type Feeds } from './ort.js';
+import { SafetensorsStore } from '../model/safetensors.js';
+import { checkUnusedTensors, lmHeadParts, loadLayer, readEmbeddingTable, readLinear, tensorsPerLayer } from '../model/weights.js';
+import { EMBED, LAYER, LAYER_MODES, buildEmbeddingModel, buildHeadModel, buildLayerModel, layerOutput, modeOutputs, type LayerMode } from '../graph/layer-graph.js';
+import { ATTN, DECODE, HEAD } from '../graph/decoder-layer.js';
+import { WEIGHT_DTYPES, type LinearWeight, type WeightDtype } from '../graph/linear.js';
+import { QuantizerSessions } from './quantize.js';
+import type { BuiltModel } from '../graph/builder.js';
+import { MAX_THREADS, Session, dataF32, defaultThreads, f32, i64, type Feeds, type OrtTensor } from './ort.js';
 
 export interface LoadProgress {
   stage: 'config' | 'weights' | 'graphs' | 'tokenizer' | 'ready';
@@ -20,8 +26,17 @@ export interface LoadProgress {
 }
 
 export interface LoadOptions {
-  /** ONNX Runtime intra-op threads (default: one per core). */
+  /**
+   * ONNX Runtime intra-op threads (default: one per core; at most the number of cores, since more workers than
+   * cores only preempt each other).
+   */
   threads?: number;
+  /**
+   * Weight format of every linear layer (fused QKV, o_proj, gate/up, down, LM head): 'fp32' (default), or 'q8' /
+   * 'q4' (ONNX Runtime's MatMulNBits, block 32, quantized at load from the checkpoint's F32/F16/BF16 tensors).
+   * Norms stay float32; the embedding table stays as stored (exact lookups).
+   */
+  dtype?: WeightDtype;
   /** Called as loading goes on (weights are reported tensor by tensor). */
   onProgress?: (p: LoadProgress) => void;
   /** Skip the tokenizer (benchmarks that feed token ids directly to a checkpoint without one). */
@@ -34,80 +49,160 @@ export interface LoadOptions {
   onWarning?: (message: string) => void;
 }
 
+/** The thread count to use: the default (one per core), or `threads` checked to be an integer in [1, MAX_THREADS]. */
+function checkThreads(threads: number | undefined): number {
+  if (threads === undefined) return defaultThreads();
+  if (!Number.isSafeInteger(threads) || threads < 1 || threads > MAX_THREADS) {
+    throw new ConfigError(`threads must be an integer from 1 to ${MAX_THREADS}, got ${String(threads)}`);
+  }
+  return threads;
+}
+
+function checkDtype(dtype: unknown): WeightDtype {
+  if (dtype === undefined) return 'fp32';
+  if (typeof dtype !== 'string' || !(WEIGHT_DTYPES as readonly string[]).includes(dtype)) {
+    throw new ConfigError(`dtype must be one of ${WEIGHT_DTYPES.join(', ')}, got ${JSON.stringify(dtype)}`);
+  }
+  return dtype as WeightDtype;
+}
+
+/** Bytes of a built model's initializers (embedded and external). */
+function externalBytes(m: BuiltModel): number {
+  return m.external.reduce((a, e) => a + e.data.byteLength, 0);
+}
+
 export class Model {
   /** generation_config.json: its EOS ids and default sampling settings (empty without the file). */
   generationDefaults: GenerationDefaults = NO_GENERATION_DEFAULTS;
   private readonly extraGraphs = new Map<string, Promise<Session>>();
   private readonly loadedExtraGraphs: Session[] = [];
+  /** Milliseconds spent in each layer branch (all layers), and runs. */
+  private readonly modeMs: Record<LayerMode, number> = { attention: 0, mlp: 0, decode: 0, decodeRepeated: 0 };
+  /** Zero-size stand-ins for the inputs a branch does not read (every graph input must be fed). */
+  private readonly fillers: Feeds;
+
   private constructor(
     readonly dir: string,
     readonly config: ModelConfig,
-    readonly weights: ModelWeights,
     private readonly tokenizerOrNull: Tokenizer | null,
     readonly threads: number,
-    readonly sessions: { readonly attention: Session; readonly mlp: Session; readonly decode: Session; readonly head: Session },
-    /** Per layer: the attention graph's weight inputs, wrapped once. */
-    readonly attentionWeights: readonly Feeds[],
-    /** Per layer: the MLP graph's weight inputs. */
-    readonly mlpWeights: readonly Feeds[],
-    /** Per layer: the decode graph's weight inputs (attention and MLP). */
-    readonly decodeWeights: readonly Feeds[],
-    readonly headWeights: Feeds,
-  ) {}
+    /** Weight format of the linear layers. */
+    readonly dtype: WeightDtype,
+    /** One session per decoder layer (see src/graph/layer-graph.ts). */
+    readonly layerSessions: readonly Session[],
+    readonly headSession: Session,
+    readonly embeddingSession: Session,
+    /**
+     * Weight bytes handed to ONNX Runtime: linear layers in their format, norms, and the embedding table as
+     * stored. Per decoded token the engine reads all but the embedding table (see {@link decodeWeightBytes}).
+     */
+    readonly weightBytes: number,
+    /** Bytes of the weights read per decoded token: every layer and the head (not the embedding table). */
+    readonly decodeWeightBytes: number,
+  ) {
+    const { headDim: d } = config;
+    // Inputs of the branches that do not run: every graph input must be fed. The decode branches take one cache
+    // input per cache head (numHeads of them when K/V are repeated), each [length, headDim].
+    const fillers: Feeds = {
+      [ATTN.positionIds]: i64(new BigInt64Array(0), [0]),
+      [ATTN.invFreq]: f32(new Float32Array(d / 2), [d / 2]),
+      [ATTN.windowStart]: i64(new BigInt64Array(1), [1]),
+    };
+    for (let h = 0; h < config.numHeads; h++) {
+      fillers[DECODE.cacheKeys(h)] = f32(new Float32Array(0), [0, d]);
+      fillers[DECODE.cacheValues(h)] = f32(new Float32Array(0), [0, d]);
+    }
+    this.fillers = fillers;
+  }
 
   static async load(dir: string, options: LoadOptions = {}): Promise<Model> {
     const progress = options.onProgress ?? (() => {});
     if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) {
       throw new ModelLoadError(`model folder "${dir}" does not exist or is not a folder`);
     }
-    const threads = options.threads ?? defaultThreads();
-    if (!Number.isSafeInteger(threads) || threads < 1 || threads > MAX_THREADS) {
-      throw new ConfigError(`threads must be an integer from 1 to ${MAX_THREADS}, got ${String(threads)}`);
-    }
+    const threads = checkThreads(options.threads);
+    const dtype = checkDtype(options.dtype);
     progress({ stage: 'config', done: 0, total: 1 });
     const config = loadConfig(dir);
     const generationDefaults = loadGenerationConfig(dir);
     const tokenizer = options.withoutTokenizer ? null : await Tokenizer.load(dir);
     const warn = options.onWarning ?? ((message: string) => process.emitWarning(message, 'FastKVWarning'));
-    const weights = loadWeights(dir, config, (done, total) => progress({ stage: 'weights', done, total }), warn);
-    progress({ stage: 'graphs', done: 0, total: 4 });
+    const store = SafetensorsStore.open(dir);
+    checkUnusedTensors(store, config, warn);
+    const headParts = lmHeadParts(store, config);
     const { attentionScaling } = ropeFrequencies(config, config.maxPositionEmbeddings);
-    const [attention, mlp, decode, head] = await Promise.all([
-      Session.create('attention', buildAttentionGraph(config, attentionScaling), threads),
-      Session.create('mlp', buildMlpGraph(config), threads),
-      Session.create('decode', buildDecodeGraph(config, attentionScaling), threads),
-      Session.create('head', buildHeadGraph(config), threads),
-    ]);
-    const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: d, intermediateSize: I } = config;
-    const qkvRows = (H + 2 * Hkv) * d;
-    const attentionWeights = weights.layers.map((w) => {
-      const feeds: Feeds = {
-        [ATTN.inputNorm]: f32(w.inputNorm, [D]),
-        [ATTN.qkv]: f32(w.qkv, [qkvRows, D]),
-        [ATTN.o]: f32(w.o, [D, H * d]),
+
+    const total = 2 + (config.tieWordEmbeddings ? 1 : 2) + config.numLayers * tensorsPerLayer(config);
+    let done = 0;
+    const tick = () => progress({ stage: 'weights', done: ++done, total });
+    const quantizer = dtype === 'fp32' ? null : new QuantizerSessions(threads);
+    const sessions: Session[] = [];
+    try {
+      let weightBytes = 0;
+      let decodeWeightBytes = 0;
+      // One layer at a time: read (and quantize), build, compile, drop the JS copy, so that peak memory is the
+      // model in ONNX Runtime plus one layer.
+      const compile = async (name: string, build: () => BuiltModel, decodeRead: boolean): Promise<Session> => {
+        const built = build();
+        const bytes = externalBytes(built) + built.bytes.byteLength;
+        weightBytes += bytes;
+        if (decodeRead) decodeWeightBytes += bytes;
+        const session = await Session.create(name, built, threads);
+        sessions.push(session);
+        return session;
       };
-      if (w.qkvBias) feeds[ATTN.qkvBias] = f32(w.qkvBias, [qkvRows]);
-      if (w.qNorm && w.kNorm) {
-        feeds[ATTN.qNorm] = f32(w.qNorm, [d]);
-        feeds[ATTN.kNorm] = f32(w.kNorm, [d]);
+      const embeddingSession = await compile('embedding', () => {
+        const table = readEmbeddingTable(store, config);
+        tick();
+        return buildEmbeddingModel(config, table);
+      }, false);
+      const layerSessions: Session[] = [];
+      for (let l = 0; l < config.numLayers; l++) {
+        const tensors = await loadLayer(store, config, l, dtype, quantizer?.quantize ?? null, tick);
+        layerSessions.push(await compile(`layer ${l}`, () => buildLayerModel(config, attentionScaling, tensors, `layer_${l}`), true));
       }
-      return feeds;
+      const finalNorm = store.readF32('model.norm.weight', [config.hiddenSize]);
+      tick();
+      const lmHead: LinearWeight = await readLinear(store, headParts, dtype, quantizer?.quantize ?? null, tick);
+      const headSession = await compile('head', () => buildHeadModel(config, finalNorm, lmHead), true);
+      progress({ stage: 'ready', done: 1, total: 1 });
+      const model = new Model(path.resolve(dir), config, tokenizer, threads, dtype, layerSessions, headSession, embeddingSession,
+        weightBytes, decodeWeightBytes);
+      model.generationDefaults = generationDefaults;
+      return model;
+    } catch (e) {
+      await Promise.allSettled(sessions.map((s) => s.release()));
+      throw e;
+    } finally {
+      await quantizer?.release();
+    }
+  }
+
+  /**
+   * Runs layer `layer`'s `mode` branch on `feeds` (inputs the branch does not read may be left out) and returns
+   * its outputs by name (ATTN / MLP / DECODE).
+   */
+  async runLayer(layer: number, mode: LayerMode, feeds: Feeds): Promise<Record<string, OrtTensor>> {
+    const t0 = performance.now();
+    const out = await this.layerSessions[layer].run({
+      ...this.fillers, ...feeds, [LAYER.mode]: i64(BigInt64Array.of(BigInt(LAYER_MODES.indexOf(mode))), []),
     });
-    const mlpWeights = weights.layers.map((w): Feeds => ({
-      [MLP.postNorm]: f32(w.postNorm, [D]),
-      [MLP.gateUp]: f32(w.gateUp, [2 * I, D]),
-      [MLP.down]: f32(w.down, [D, I]),
-    }));
-    const headWeights: Feeds = {
-      [HEAD.finalNorm]: f32(weights.finalNorm, [D]),
-      [HEAD.lmHead]: f32(weights.lmHead, [config.vocabSize, D]),
-    };
-    progress({ stage: 'ready', done: 1, total: 1 });
-    const decodeWeights = attentionWeights.map((feeds, l) => ({ ...feeds, ...mlpWeights[l] }));
-    const model = new Model(path.resolve(dir), config, weights, tokenizer, threads, { attention, mlp, decode, head },
-      attentionWeights, mlpWeights, decodeWeights, headWeights);
-    model.generationDefaults = generationDefaults;
-    return model;
+    this.modeMs[mode] += performance.now() - t0;
+    const named: Record<string, OrtTensor> = {};
+    modeOutputs(mode).forEach((name, i) => { named[name] = out[layerOutput(mode, i)]; });
+    return named;
+  }
+
+  /** Final norm and logits for `rows` rows of `hidden`: [rows, vocab]. */
+  async runHead(hidden: Float32Array, rows: number): Promise<Float32Array> {
+    const out = await this.headSession.run({ [HEAD.hidden]: f32(hidden, [rows, this.config.hiddenSize]) });
+    return dataF32(out[HEAD.logits]);
+  }
+
+  /** Embedding rows for `ids` (each already checked to be in [0, vocab)): [ids.length, hidden]. */
+  async embed(ids: Int32Array): Promise<Float32Array> {
+    const out = await this.embeddingSession.run({ [EMBED.ids]: i64(BigInt64Array.from(ids, (id) => BigInt(id)), [ids.length]) });
+    return dataF32(out[EMBED.rows]);
   }
 
   /**
@@ -129,14 +224,8 @@ export class Model {
   graphMs(): Record<'attention' | 'mlp' | 'decode' | 'head' | 'scoring', number> {
     let scoring = 0;
     for (const session of this.loadedExtraGraphs) scoring += session.stats.ms;
-    const s = this.sessions;
-    return { attention: s.attention.stats.ms, mlp: s.mlp.stats.ms, decode: s.decode.stats.ms, head: s.head.stats.ms, scoring };
-  }
-
-  /** The decode graph over a cache with one head per query head (policies with `repeatKv`), built on first use. */
-  repeatedKvDecode(): Promise<Session> {
-    const { attentionScaling } = ropeFrequencies(this.config, this.config.maxPositionEmbeddings);
-    return this.graph('decode-repeated-kv', () => buildDecodeGraph(this.config, attentionScaling, true));
+    const m = this.modeMs;
+    return { attention: m.attention, mlp: m.mlp, decode: m.decode + m.decodeRepeated, head: this.headSession.stats.ms, scoring };
   }
 
   get tokenizer(): Tokenizer {
@@ -157,6 +246,6 @@ export class Model {
 
   async dispose(): Promise<void> {
     const extra = await Promise.all(this.extraGraphs.values());
-    await Promise.all([...Object.values(this.sessions), ...extra].map((s) => s.release()));
+    await Promise.all([...this.layerSessions, this.headSession, this.embeddingSession, ...extra].map((s) => s.release()));
   }
 }

@@ -65,3 +65,21 @@ test('stories260K: full against itself agrees 100% with KL 0; methods keeping ev
     await model.dispose();
   }
 });
+
+test('a reference at another weight format: full at q8 against fp32 differs a little, fp32 against fp32 not at all', async () => {
+  const fp32 = await Model.load(STORIES, { threads: 1 });
+  const q8 = await Model.load(STORIES, { threads: 1, dtype: 'q8' });
+  try {
+    const windows = fidelityWindows(fp32.tokenizer, text, { context: 128, continuation: 24 });
+    const columns = [{ label: 'full', spec: { method: 'full' } }];
+    const same = (await runFidelity(fp32, columns, windows, { reference: fp32 })).scores.full;
+    assert.equal(same.meanKL, 0);
+    const quantized = (await runFidelity(q8, columns, windows, { reference: fp32 })).scores.full;
+    // The weights differ, so the distributions do; 8 bits keep them close (measured KL about 0.001 nats).
+    assert.ok(quantized.meanKL > 0 && quantized.meanKL < 0.05, `KL ${quantized.meanKL}`);
+    assert.ok(quantized.top1Agreement >= 90, `top-1 ${quantized.top1Agreement}`);
+  } finally {
+    await fp32.dispose();
+    await q8.dispose();
+  }
+});

@@ -131,6 +131,11 @@ export interface FidelityResult {
 export interface FidelityRunOptions {
   /** Longest context + continuation allowed (default max_position_embeddings). */
   maxContext?: number;
+  /**
+   * The model whose full-cache run is the reference (default `model` itself): e.g. the same checkpoint at fp32,
+   * to measure what q8/q4 weights cost, alone (column full) or with compression.
+   */
+  reference?: Model;
 }
 
 /** Runs full once per window as the reference, then every column; `onStep` after each (window, column). */
@@ -149,7 +154,7 @@ export async function runFidelity(
   const acc = new Map<string, { agree: number; kl: number; nll: number; kept: number[]; n: number }>();
   for (const col of columns) acc.set(col.label, { agree: 0, kl: 0, nll: 0, kept: [], n: 0 });
   for (const window of windows) {
-    const reference = (await continuationLogits(model, window, undefined)).rows.map(logSoftmax);
+    const reference = (await continuationLogits(o.reference ?? model, window, undefined)).rows.map(logSoftmax);
     const refTop = reference.map(argmaxF64);
     onStep('reference');
     for (const col of columns) {

@@ -1,19 +1,31 @@
 /**
- * The per-layer graphs of a Llama-family decoder layer. One graph serves every layer: weights are inputs, so a
- * model needs one session per graph kind, not one per layer, and no weight is copied into ONNX Runtime.
+ * The graphs of a Llama-family decoder layer. Each layer is one ONNX Runtime session whose weights are constant
+ * initializers (prepacked once by ONNX Runtime, held once in memory; see `layer-graph.ts`), with one branch per
+ * kind of run:
  *
- * - `attention`: norm → fused QKV (+bias) → (q/k norm) → RoPE from explicit position ids → causal GQA attention
- *   (ONNX Runtime's GroupQueryAttention: KV heads never repeated, memory linear in length) → o_proj → residual.
- *   It also returns the layer's keys and values per KV head (RoPE applied) and the queries of the last rows
- *   from `windowStart` on, which is all a compression policy needs to score tokens.
- * - `mlp`: norm → SwiGLU → residual. Token-wise, so the engine may run it on chunks of rows.
+ * - `attention` (prefill): norm → fused QKV (+bias) → (q/k norm) → RoPE from explicit position ids → causal GQA
+ *   attention (ONNX Runtime's GroupQueryAttention: KV heads never repeated, memory linear in length) → o_proj →
+ *   residual. It also returns the layer's keys and values per KV head (RoPE applied) and the queries of the last
+ *   rows from `windowStart` on, which is all a compression policy needs to score tokens.
+ * - `mlp` (prefill): norm → SwiGLU → residual. Token-wise, so the engine may run it on chunks of rows.
  * - `decode`: one token through a whole layer, attending to the cache in place (see `buildDecodeGraph`).
- * - `head`: final norm → logits.
+ * - `head` (its own session): final norm → logits.
+ *
+ * The functions here add a branch's nodes to a builder; how a weight enters (float32 `Gemm` or quantized
+ * `MatMulNBits`) is the {@link LayerParams}' business.
  * @module
  */
 import type { ModelConfig } from '../model/config.js';
-import { GraphBuilder } from './builder.js';
-import { applyRope, linear, rmsNorm, ropeTables, swiGlu } from './ops.js';
+import type { GraphBuilder } from './builder.js';
+import { applyRope, rmsNorm, ropeTables, swiGlu } from './ops.js';
+
+/** A layer's weights as the branch graphs see them. */
+export interface LayerParams {
+  /** The value name of a per-layer vector weight ([hidden] norms, [headDim] q/k norms). */
+  vector(which: 'inputNorm' | 'postNorm' | 'qNorm' | 'kNorm'): string;
+  /** y = x · Wᵀ for the layer's projection `which` (the fused QKV with its bias, if any), added to `g`. */
+  linear(g: GraphBuilder, x: string, which: 'qkv' | 'o' | 'gateUp' | 'down'): string;
+}
 
 /** Input and output names of the attention graph. */
 export const ATTN = {
@@ -21,7 +33,6 @@ export const ATTN = {
   positionIds: 'position_ids',    // [n] i64: original positions of those rows
   invFreq: 'inv_freq',            // [headDim/2] f32
   windowStart: 'window_start',    // [1] i64: first row whose query is returned
-  inputNorm: 'w_input_norm', qkv: 'w_qkv', qkvBias: 'b_qkv', qNorm: 'w_q_norm', kNorm: 'w_k_norm', o: 'w_o',
   // outputs
   hiddenOut: 'hidden_out',        // [n, hidden]: input + attention output
   presentKey: 'present_key',      // [1, numKvHeads, n, headDim]: RoPE applied
@@ -30,7 +41,7 @@ export const ATTN = {
 } as const;
 
 export const MLP = {
-  hidden: 'hidden', postNorm: 'w_post_norm', gateUp: 'w_gate_up', down: 'w_down',
+  hidden: 'hidden',
   hiddenOut: 'hidden_out',        // [n, hidden]
 } as const;
 
@@ -43,7 +54,6 @@ export const DECODE = {
   cacheKeys: (h: number) => `cache_keys_${h}`,
   /** Head h's live values [length_h, headDim]. */
   cacheValues: (h: number) => `cache_values_${h}`,
-  // weights: those of ATTN and MLP
   hiddenOut: 'hidden_out',        // [1, hidden]
   newKey: 'new_key',              // [numKvHeads, headDim]: this token's key (RoPE applied), for the cache
   newValue: 'new_value',          // [numKvHeads, headDim]
@@ -55,22 +65,25 @@ export const HEAD = {
   logits: 'logits',               // [n, vocab]
 } as const;
 
+/** The outputs of each branch, in order. */
+export const BRANCH_OUTPUTS = {
+  attention: [ATTN.hiddenOut, ATTN.presentKey, ATTN.presentValue, ATTN.windowQueries],
+  mlp: [MLP.hiddenOut],
+  decode: [DECODE.hiddenOut, DECODE.newKey, DECODE.newValue, DECODE.query],
+} as const;
+
 /**
- * Input norm → fused QKV (+ bias) → Qwen3's per-head q/k norm → RoPE at `positionIds`. Declares the weight
- * inputs it reads. Returns q [n, H·d] and k [n, Hkv·d] with RoPE applied, and v [n, Hkv·d].
+ * Input norm → fused QKV (+ bias) → Qwen3's per-head q/k norm → RoPE at `positionIds`. Returns q [n, H·d] and k [n, Hkv·d] with RoPE applied, and v [n, Hkv·d].
  */
-function projectQkv(g: GraphBuilder, c: ModelConfig, hidden: string, positionIds: string, invFreq: string, attentionScaling: number) {
-  const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: d } = c;
+function projectQkv(g: GraphBuilder, c: ModelConfig, p: LayerParams, hidden: string, positionIds: string, invFreq: string, attentionScaling: number) {
+  const { numHeads: H, numKvHeads: Hkv, headDim: d } = c;
   const qSize = H * d;
   const kvSize = Hkv * d;
-  const wNorm = g.input(ATTN.inputNorm, 'float', [D]);
-  const wQkv = g.input(ATTN.qkv, 'float', [qSize + 2 * kvSize, D]);
-  const bQkv = c.qkvBias ? g.input(ATTN.qkvBias, 'float', [qSize + 2 * kvSize]) : undefined;
-  const wQNorm = c.qkNorm ? g.input(ATTN.qNorm, 'float', [d]) : undefined;
-  const wKNorm = c.qkNorm ? g.input(ATTN.kNorm, 'float', [d]) : undefined;
+  const wQNorm = c.qkNorm ? p.vector('qNorm') : undefined;
+  const wKNorm = c.qkNorm ? p.vector('kNorm') : undefined;
 
-  const normed = rmsNorm(g, hidden, wNorm, c.rmsNormEps);
-  const [q, k, v] = g.opN('Split', [linear(g, normed, wQkv, bQkv), g.int64([qSize, kvSize, kvSize])], 3, { axis: -1 });
+  const normed = rmsNorm(g, hidden, p.vector('inputNorm'), c.rmsNormEps);
+  const [q, k, v] = g.opN('Split', [p.linear(g, normed, 'qkv'), g.int64([qSize, kvSize, kvSize])], 3, { axis: -1 });
 
   // Qwen3 normalizes each head's query and key before RoPE.
   const qIn = wQNorm ? g.op('Reshape', [rmsNorm(g, g.op('Reshape', [q, g.int64([0, H, d])]), wQNorm, c.rmsNormEps), g.int64([0, qSize])]) : q;
@@ -83,26 +96,21 @@ function projectQkv(g: GraphBuilder, c: ModelConfig, hidden: string, positionIds
   return { qRot, kRot, v };
 }
 
-/** Post-attention norm → SwiGLU → residual. Declares the weight inputs it reads. */
-function mlpBlock(g: GraphBuilder, c: ModelConfig, hidden: string): string {
-  const D = c.hiddenSize;
-  const wNorm = g.input(MLP.postNorm, 'float', [D]);
-  const wGateUp = g.input(MLP.gateUp, 'float', [2 * c.intermediateSize, D]);
-  const wDown = g.input(MLP.down, 'float', [D, c.intermediateSize]);
-  return g.op('Add', [hidden, swiGlu(g, rmsNorm(g, hidden, wNorm, c.rmsNormEps), wGateUp, wDown, c.intermediateSize)]);
+/** Post-attention norm → SwiGLU → residual. */
+function mlpBlock(g: GraphBuilder, c: ModelConfig, p: LayerParams, hidden: string): string {
+  const normed = rmsNorm(g, hidden, p.vector('postNorm'), c.rmsNormEps);
+  return g.op('Add', [hidden, swiGlu(g, normed, (x) => p.linear(g, x, 'gateUp'), (x) => p.linear(g, x, 'down'), c.intermediateSize)]);
 }
 
-export function buildAttentionGraph(c: ModelConfig, attentionScaling: number): Uint8Array {
-  const g = new GraphBuilder('attention');
+/** Adds the prefill attention branch to `g`; returns its outputs in the order of `BRANCH_OUTPUTS.attention`. */
+export function buildAttentionGraph(g: GraphBuilder, c: ModelConfig, attentionScaling: number, p: LayerParams): string[] {
   const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: d } = c;
-  const qSize = H * d;
   const hidden = g.input(ATTN.hidden, 'float', ['n', D]);
   const positionIds = g.input(ATTN.positionIds, 'int64', ['n']);
   const invFreq = g.input(ATTN.invFreq, 'float', [d / 2]);
   const windowStart = g.input(ATTN.windowStart, 'int64', [1]);
-  const wO = g.input(ATTN.o, 'float', [D, qSize]);
 
-  const { qRot, kRot, v } = projectQkv(g, c, hidden, positionIds, invFreq, attentionScaling);
+  const { qRot, kRot, v } = projectQkv(g, c, p, hidden, positionIds, invFreq, attentionScaling);
 
   // GroupQueryAttention wants [batch, n, heads·d]; causal in row order, which is position order (rows ascend).
   // No past: the "present" outputs are this layer's keys and values, [1, Hkv, n, d].
@@ -113,32 +121,23 @@ export function buildAttentionGraph(c: ModelConfig, attentionScaling: number): U
   const [attn, presentKey, presentValue] = g.msOpN('GroupQueryAttention',
     [batched(qRot), batched(kRot), batched(v), '', '', seqlensK, totalLength], 3,
     { num_heads: H, kv_num_heads: Hkv, scale: { float: 1 / Math.sqrt(d) }, local_window_size: c.slidingWindow ?? -1 });
-  const attnOut = linear(g, g.op('Squeeze', [attn, g.int64([0])]), wO);
+  const attnOut = p.linear(g, g.op('Squeeze', [attn, g.int64([0])]), 'o');
 
-  g.output(g.op('Add', [hidden, attnOut]), ATTN.hiddenOut, 'float', ['n', D]);
-  g.output(presentKey, ATTN.presentKey, 'float', [1, Hkv, 'n', d]);
-  g.output(presentValue, ATTN.presentValue, 'float', [1, Hkv, 'n', d]);
+  // Outputs: [n, D], [1, Hkv, n, d] twice, [n − windowStart, H·d].
   const windowQueries = g.op('Slice', [qRot, windowStart, g.int64([Number.MAX_SAFE_INTEGER]), g.int64([0])]);
-  g.output(windowQueries, ATTN.windowQueries, 'float', ['w', qSize]);
-  return g.build();
+  return [g.op('Add', [hidden, attnOut]), presentKey, presentValue, windowQueries];
 }
 
-export function buildMlpGraph(c: ModelConfig): Uint8Array {
-  const g = new GraphBuilder('mlp');
-  const D = c.hiddenSize;
-  const hidden = g.input(MLP.hidden, 'float', ['n', D]);
-  g.output(mlpBlock(g, c, hidden), MLP.hiddenOut, 'float', ['n', D]);
-  return g.build();
+/** Adds the prefill MLP branch to `g`; returns its output [n, hidden]. */
+export function buildMlpGraph(g: GraphBuilder, c: ModelConfig, p: LayerParams): string[] {
+  const hidden = g.input(MLP.hidden, 'float', ['n', c.hiddenSize]);
+  return [mlpBlock(g, c, p, hidden)];
 }
 
-export function buildHeadGraph(c: ModelConfig): Uint8Array {
-  const g = new GraphBuilder('head');
-  const D = c.hiddenSize;
-  const hidden = g.input(HEAD.hidden, 'float', ['n', D]);
-  const wNorm = g.input(HEAD.finalNorm, 'float', [D]);
-  const wLm = g.input(HEAD.lmHead, 'float', [c.vocabSize, D]);
-  g.output(linear(g, rmsNorm(g, hidden, wNorm, c.rmsNormEps), wLm), HEAD.logits, 'float', ['n', c.vocabSize]);
-  return g.build();
+/** Adds the head to `g`: final norm → logits [n, vocab] through `lmHead`. */
+export function buildHeadGraph(g: GraphBuilder, c: ModelConfig, finalNorm: string, lmHead: (x: string) => string): void {
+  const hidden = g.input(HEAD.hidden, 'float', ['n', c.hiddenSize]);
+  g.output(lmHead(rmsNorm(g, hidden, finalNorm, c.rmsNormEps)), HEAD.logits, 'float', ['n', c.vocabSize]);
 }
 
 /**
@@ -147,8 +146,7 @@ export function buildHeadGraph(c: ModelConfig): Uint8Array {
  * entries and a step costs what the cache holds; plus the new token's own key and value. The new key and value
  * come back for the engine to append to the cache.
  */
-export function buildDecodeGraph(c: ModelConfig, attentionScaling: number, repeatKv = false): Uint8Array {
-  const g = new GraphBuilder(repeatKv ? 'decode-repeated-kv' : 'decode');
+export function buildDecodeGraph(g: GraphBuilder, c: ModelConfig, attentionScaling: number, p: LayerParams, repeatKv = false): string[] {
   const { hiddenSize: D, numHeads: H, headDim: d } = c;
   // With repeatKv the cache holds one head per query head: the new key and value are repeated G times.
   const Hkv = repeatKv ? H : c.numKvHeads;
@@ -156,9 +154,8 @@ export function buildDecodeGraph(c: ModelConfig, attentionScaling: number, repea
   const hidden = g.input(DECODE.hidden, 'float', [1, D]);
   const positionIds = g.input(DECODE.positionIds, 'int64', [1]);
   const invFreq = g.input(DECODE.invFreq, 'float', [d / 2]);
-  const wO = g.input(ATTN.o, 'float', [D, H * d]);
 
-  const projected = projectQkv(g, c, hidden, positionIds, invFreq, attentionScaling);
+  const projected = projectQkv(g, c, p, hidden, positionIds, invFreq, attentionScaling);
   const repeat = (x: string) => repeatKv
     ? g.op('Reshape', [g.op('Expand', [g.op('Reshape', [x, g.int64([c.numKvHeads, 1, d])]), g.int64([c.numKvHeads, H / c.numKvHeads, d])]), g.int64([1, H * d])])
     : x;
@@ -166,13 +163,10 @@ export function buildDecodeGraph(c: ModelConfig, attentionScaling: number, repea
   const kRot = repeat(projected.kRot);
   const v = repeat(projected.v);
   const attn = attendOverCache(g, qRot, kRot, v, Hkv, G, d);
-  const afterAttn = g.op('Add', [hidden, linear(g, attn, wO)]);
+  const afterAttn = g.op('Add', [hidden, p.linear(g, attn, 'o')]);
 
-  g.output(mlpBlock(g, c, afterAttn), DECODE.hiddenOut, 'float', [1, D]);
-  g.output(g.op('Reshape', [kRot, g.int64([Hkv, d])]), DECODE.newKey, 'float', [Hkv, d]);
-  g.output(g.op('Reshape', [v, g.int64([Hkv, d])]), DECODE.newValue, 'float', [Hkv, d]);
-  g.output(qRot, DECODE.query, 'float', [1, H * d]);
-  return g.build();
+  // Outputs, in the order of BRANCH_OUTPUTS.decode: [1, D], [Hkv, d], [Hkv, d], [1, H·d].
+  return [mlpBlock(g, c, p, afterAttn), g.op('Reshape', [kRot, g.int64([Hkv, d])]), g.op('Reshape', [v, g.int64([Hkv, d])]), qRot];
 }
 
 /**

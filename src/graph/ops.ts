@@ -47,9 +47,9 @@ export function applyRope(g: GraphBuilder, x: string, heads: number, headDim: nu
   return g.op('Concat', [out1, out2], { axis: -1 });
 }
 
-/** SwiGLU MLP: down(silu(gate(x)) · up(x)), with gate and up fused in one weight [2·inter, hidden]. */
-export function swiGlu(g: GraphBuilder, x: string, gateUp: string, down: string, intermediate: number): string {
-  const [gate, up] = g.opN('Split', [linear(g, x, gateUp), g.int64([intermediate, intermediate])], 2, { axis: -1 });
+/** SwiGLU MLP: down(silu(gate(x)) · up(x)), with gate and up fused in one projection to [n, 2·inter]. */
+export function swiGlu(g: GraphBuilder, x: string, gateUp: (x: string) => string, down: (x: string) => string, intermediate: number): string {
+  const [gate, up] = g.opN('Split', [gateUp(x), g.int64([intermediate, intermediate])], 2, { axis: -1 });
   const silu = g.op('Mul', [gate, g.op('Sigmoid', [gate])]);
-  return linear(g, g.op('Mul', [silu, up]), down);
+  return down(g.op('Mul', [silu, up]));
 }

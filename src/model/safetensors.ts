@@ -322,6 +322,21 @@ export class SafetensorsStore {
     this.readInto(e, name, target);
   }
 
+  /**
+   * Reads whole rows `firstRow`.. of a 2-D F32/F16/BF16 tensor (shape checked against `expectedShape`) into
+   * `target`, whose length must be a multiple of the row length: large matrices can be processed in bounded
+   * chunks.
+   */
+  readF32RowsInto(name: string, expectedShape: readonly [number, number], firstRow: number, target: Float32Array): void {
+    const e = this.entry(name, expectedShape);
+    const [rows, cols] = expectedShape;
+    const numRows = cols === 0 ? 0 : target.length / cols;
+    if (!Number.isSafeInteger(numRows) || !Number.isSafeInteger(firstRow) || firstRow < 0 || firstRow + numRows > rows) {
+      throw new ModelLoadError(`tensor ${name}: cannot read ${target.length} elements from row ${firstRow} of ${formatShape(expectedShape)}`);
+    }
+    this.readInto(e, name, target, firstRow * cols);
+  }
+
   /** Reads an I32 or I64 tensor (e.g. token ids in a reference file) as Int32Array; I64 values must fit. */
   readI32(name: string, expectedShape?: readonly number[]): Int32Array {
     const e = this.entry(name, expectedShape);
@@ -339,11 +354,13 @@ export class SafetensorsStore {
     return out;
   }
 
-  private readInto(e: TensorEntry, name: string, out: Float32Array): void {
+  /** Reads `out.length` elements of tensor `e` from element `first` on, as float32. */
+  private readInto(e: TensorEntry, name: string, out: Float32Array, first = 0): void {
     assertLittleEndian();
     const what = `${e.file}: tensor ${quoted(name)}`;
+    const numel = out.length;
     if (e.dtype === 'F32') {
-      withFd(e.file, (fd) => readExactly(fd, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), e.start, what));
+      withFd(e.file, (fd) => readExactly(fd, new Uint8Array(out.buffer, out.byteOffset, out.byteLength), e.start + first * 4, what));
       return;
     }
     if (e.dtype !== 'F16' && e.dtype !== 'BF16') {
@@ -352,11 +369,11 @@ export class SafetensorsStore {
     }
     const table = e.dtype === 'F16' ? f16Table() : null;
     const out32 = new Uint32Array(out.buffer, out.byteOffset, out.length);
-    const scratch = new Uint16Array(Math.min(e.numel, CHUNK_ELEMENTS));
+    const scratch = new Uint16Array(Math.max(1, Math.min(numel, CHUNK_ELEMENTS)));
     withFd(e.file, (fd) => {
-      for (let at = 0; at < e.numel; at += scratch.length) {
-        const n = Math.min(scratch.length, e.numel - at);
-        readExactly(fd, new Uint8Array(scratch.buffer, 0, n * 2), e.start + at * 2, what);
+      for (let at = 0; at < numel; at += scratch.length) {
+        const n = Math.min(scratch.length, numel - at);
+        readExactly(fd, new Uint8Array(scratch.buffer, 0, n * 2), e.start + (first + at) * 2, what);
         if (table) for (let i = 0; i < n; i++) out[at + i] = table[scratch[i]];
         else for (let i = 0; i < n; i++) out32[at + i] = scratch[i] << 16;   // bf16 is the high half of a float32
       }

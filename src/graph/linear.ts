@@ -1,0 +1,134 @@
+/**
+ * How a linear layer's weight enters a graph: as a float32 `Gemm` weight or as ONNX Runtime's block-quantized
+ * `com.microsoft.MatMulNBits` (8 or 4 bits), in both cases as a constant initializer that ONNX Runtime prepacks
+ * once at session creation. Also the graph that quantizes float32 weights into MatMulNBits' layout, so that
+ * quantization runs in ONNX Runtime rather than in a JavaScript loop.
+ *
+ * MatMulNBits layout (ORT 1.30 CPU, zero points omitted so they default to 2^(bits−1)):
+ * - `B` uint8 [N, ceil(K/32), 32·bits/8]: row n holds output feature n (the HF Linear [out, in] layout, no
+ *   transpose), split into blocks of 32 along K; the last block is zero-padded. With 4 bits element 2i of a
+ *   block is the low nibble of byte i and element 2i+1 the high nibble.
+ * - `scales` float [N · ceil(K/32)]: one per (row, block), row-major.
+ * - value = (code − 2^(bits−1)) · scale, symmetric round-to-nearest: scale = max|w| / (2^(bits−1) − 1).
+ * @module
+ */
+import { GraphBuilder } from './builder.js';
+
+/** Weight formats: float32 as stored, or MatMulNBits with 8 or 4 bits (names as transformers.js uses them). */
+export type WeightDtype = 'fp32' | 'q8' | 'q4';
+export const WEIGHT_DTYPES: readonly WeightDtype[] = ['fp32', 'q8', 'q4'];
+
+export const QUANT_BLOCK_SIZE = 32;
+/**
+ * MatMulNBits' `accuracy_level` 4: activations are quantized to int8 per block and the dot products run on
+ * int8 (VNNI). Measured on this machine (docs/ort-performance.md): 2-4.7x faster than fp32 at one row, while
+ * level 1 (float compute) makes 8-bit 4-100x slower than fp32. Costs 0.5-1.4 % relative error per matmul.
+ */
+export const QUANT_ACCURACY_LEVEL = 4;
+
+/** A float32 matrix in the HF Linear layout [out, in]. */
+export interface F32Matrix {
+  readonly format: 'fp32';
+  readonly rows: number;
+  readonly cols: number;
+  readonly data: Float32Array;
+}
+
+/** A matrix in MatMulNBits' layout (see the module comment). */
+export interface QuantizedMatrix {
+  readonly format: 'q8' | 'q4';
+  readonly rows: number;
+  readonly cols: number;
+  /** [rows, blocksPerRow, blockBytes] */
+  readonly codes: Uint8Array;
+  /** [rows · blocksPerRow] */
+  readonly scales: Float32Array;
+}
+
+export type LinearWeight = F32Matrix | QuantizedMatrix;
+
+export function bitsOf(format: 'q8' | 'q4'): 4 | 8 {
+  return format === 'q8' ? 8 : 4;
+}
+export function blocksPerRow(cols: number): number {
+  return Math.ceil(cols / QUANT_BLOCK_SIZE);
+}
+/** Bytes of one block's codes. */
+export function blockBytes(format: 'q8' | 'q4'): number {
+  return (QUANT_BLOCK_SIZE * bitsOf(format)) / 8;
+}
+
+/** Bytes a matrix occupies (the same as read from memory once per decoded token). */
+export function linearBytes(w: LinearWeight): number {
+  return w.format === 'fp32' ? w.data.byteLength : w.codes.byteLength + w.scales.byteLength;
+}
+
+/** A weight added to a graph as initializers, ready for {@link linearOp}. */
+export interface LinearInitializers {
+  readonly weight: LinearWeight;
+  /** fp32: the [rows, cols] matrix; quantized: the codes. */
+  readonly matrix: string;
+  /** quantized: the scales. */
+  readonly scales?: string;
+}
+
+/** Adds `weight` to `owner` (the outermost graph) as initializers named after `name`. */
+export function addLinearWeight(owner: GraphBuilder, name: string, weight: LinearWeight): LinearInitializers {
+  if (weight.format === 'fp32') return { weight, matrix: owner.initializer(name, 'float', [weight.rows, weight.cols], weight.data) };
+  const nb = blocksPerRow(weight.cols);
+  return {
+    weight,
+    matrix: owner.initializer(`${name}_codes`, 'uint8', [weight.rows, nb, blockBytes(weight.format)], weight.codes),
+    scales: owner.initializer(`${name}_scales`, 'float', [weight.rows * nb], weight.scales),
+  };
+}
+
+/**
+ * y = x · Wᵀ (+ bias) for x [n, cols], added to `g` (the owner of the initializers or one of its `If`
+ * branches): a `Gemm` (transB) for float32, a `MatMulNBits` otherwise.
+ */
+export function linearOp(g: GraphBuilder, x: string, w: LinearInitializers, bias?: string): string {
+  const { weight } = w;
+  if (weight.format === 'fp32') return g.op('Gemm', bias ? [x, w.matrix, bias] : [x, w.matrix], { transB: 1 });
+  const inputs = bias ? [x, w.matrix, w.scales!, '', '', bias] : [x, w.matrix, w.scales!];
+  return g.msOpN('MatMulNBits', inputs, 1, {
+    K: weight.cols, N: weight.rows, bits: bitsOf(weight.format), block_size: QUANT_BLOCK_SIZE, accuracy_level: QUANT_ACCURACY_LEVEL,
+  })[0];
+}
+
+/** Input and output names of the quantizer graph. */
+export const QUANTIZE = {
+  weights: 'weights',   // [rows, cols] f32
+  codes: 'codes',       // [rows, blocksPerRow, blockBytes] u8
+  scales: 'scales',     // [rows, blocksPerRow] f32
+} as const;
+
+/**
+ * The graph that quantizes float32 rows of length `cols` into MatMulNBits' layout: per (row, block of 32)
+ * scale = max|w| / (2^(bits−1) − 1) (0 for an all-zero block, whose codes are then the zero point), code =
+ * clamp(round(w / scale), −2^(bits−1), 2^(bits−1) − 1) + 2^(bits−1), round half to even (ONNX `Round`).
+ */
+export function buildQuantizeGraph(cols: number, format: 'q8' | 'q4'): Uint8Array {
+  const bits = bitsOf(format);
+  const g = new GraphBuilder(`quantize-${format}-${cols}`);
+  const nb = blocksPerRow(cols);
+  const padded = nb * QUANT_BLOCK_SIZE;
+  const w = g.input(QUANTIZE.weights, 'float', ['rows', cols]);
+  const wp = padded === cols ? w : g.op('Pad', [w, g.int64([0, 0, 0, padded - cols])], { mode: 'constant' });
+  const blocks = g.op('Reshape', [wp, g.int64([-1, nb, QUANT_BLOCK_SIZE])]);                      // [rows, nb, 32]
+  const qmax = 2 ** (bits - 1) - 1;
+  const scale = g.op('Div', [g.op('ReduceMax', [g.op('Abs', [blocks]), g.int64([2])], { keepdims: 1 }), g.float([qmax], [])]);
+  const isZero = g.op('Equal', [scale, g.float([0], [])]);
+  const divisor = g.op('Where', [isZero, g.float([1], []), scale]);
+  const rounded = g.op('Round', [g.op('Div', [blocks, divisor])]);
+  const code = g.op('Add', [g.op('Clip', [rounded, g.float([-qmax - 1], []), g.float([qmax], [])]), g.float([qmax + 1], [])]);
+  let packed = code;                                                                               // [rows, nb, 32], 0..255
+  if (bits === 4) {
+    const pairs = g.op('Reshape', [code, g.int64([0, 0, QUANT_BLOCK_SIZE / 2, 2])]);
+    const [lo, hi] = g.opN('Split', [pairs, g.int64([1, 1])], 2, { axis: 3 });
+    packed = g.op('Squeeze', [g.op('Add', [lo, g.op('Mul', [hi, g.float([16], [])])]), g.int64([3])]);   // [rows, nb, 16]
+  }
+  g.output(g.op('Cast', [packed], { to: 2 /* UINT8 */ }), QUANTIZE.codes, 'uint8', ['rows', nb, blockBytes(format)]);
+  g.output(g.op('Squeeze', [scale, g.int64([2])]), QUANTIZE.scales, 'float', ['rows', nb]);
+  return g.build();
+}
