@@ -61,7 +61,10 @@ export async function measureMatmul(m: number, k: number, n: number, threads: nu
   // [m, n] copy would be charged to the matmul (the engine's projections feed other nodes, not JS).
   const y = linear(g, x, w);
   g.output(g.op('Slice', [y, g.int64([0]), g.int64([1]), g.int64([0])]), 'y0', 'float', [1, n]);
-  const session = await Session.create('matmul-rate', g.build(), threads);
+  // With its memory arena: the [m, n] product (160 MiB at the bench's size) is then allocated once. Without
+  // it every run maps fresh memory and pays first-touch page faults (about 0.2 GB/s on the VM this was measured
+  // on), which halved the yardstick; the engine itself keeps activations below glibc's 32 MiB mmap threshold.
+  const session = await Session.create('matmul-rate', g.build(), threads, { memArena: true });
   try {
     const feeds = { x: f32(filled(m * k, 1), [m, k]), w: f32(filled(n * k, 2), [n, k]) };
     await session.run(feeds);

@@ -41,7 +41,7 @@ export function defaultThreads(): number {
  * (32 MiB) are recycled through the process-wide heap; the engine keeps its large activations below that size
  * (the MLP runs in row chunks, see `forward.ts`).
  */
-function sessionOptions(threads: number): ort.InferenceSession.SessionOptions {
+function sessionOptions(threads: number, memArena = false): ort.InferenceSession.SessionOptions {
   return {
     executionProviders: ['cpu'],
     intraOpNumThreads: threads,
@@ -49,7 +49,7 @@ function sessionOptions(threads: number): ort.InferenceSession.SessionOptions {
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
     extra: { session: { 'intra_op.allow_spinning': '0' } },
-    enableCpuMemArena: false,
+    enableCpuMemArena: memArena,
   };
 }
 
@@ -62,14 +62,15 @@ export class Session {
 
   /**
    * Compiles `model`. A {@link BuiltModel}'s external initializers are handed over from memory; ONNX Runtime
-   * copies (and prepacks) them, so the caller should drop its references once this resolves.
+   * copies (and prepacks) them, so the caller should drop its references once this resolves. `memArena` turns
+   * ONNX Runtime's memory arena on for this session alone (see {@link sessionOptions} for why it is off).
    */
-  static async create(name: string, model: Uint8Array | BuiltModel, threads: number): Promise<Session> {
+  static async create(name: string, model: Uint8Array | BuiltModel, threads: number, { memArena = false } = {}): Promise<Session> {
     try {
       const session = model instanceof Uint8Array
-        ? await ort.InferenceSession.create(model, sessionOptions(threads))
+        ? await ort.InferenceSession.create(model, sessionOptions(threads, memArena))
         : await ort.InferenceSession.create(model.bytes, {
-          ...sessionOptions(threads),
+          ...sessionOptions(threads, memArena),
           externalData: model.external.map((e) => ({ path: e.path, data: e.data })),
         });
       return new Session(name, session);
