@@ -7,7 +7,7 @@
  */
 import { GraphBuilder } from '../graph/builder.js';
 import { Session, f32 } from '../engine/ort.js';
-import { median } from './matmul-rate.js';
+import { medianRunSeconds } from './matmul-rate.js';
 
 /** Bytes streamed per run: large enough to be far beyond any cache. */
 export const BANDWIDTH_BYTES = 512 * 1024 * 1024;
@@ -38,14 +38,7 @@ export async function measureBandwidth(threads: number, repeats = 5): Promise<Ba
     // Written once so that every page is resident before timing (first touches are slow on VMs).
     const data = new Float32Array(numel).fill(1);
     const feeds = { x: f32(data, [ROWS, cols]) };
-    await session.run(feeds);
-    const times: number[] = [];
-    for (let r = 0; r < repeats; r++) {
-      const t0 = performance.now();
-      await session.run(feeds);
-      times.push((performance.now() - t0) / 1000);
-    }
-    const medianSeconds = median(times);
+    const medianSeconds = await medianRunSeconds(session, feeds, repeats);
     return { bytes: BANDWIDTH_BYTES, threads, repeats, medianSeconds, gbPerSecond: BANDWIDTH_BYTES / medianSeconds / 1e9 };
   } finally {
     await session.release();

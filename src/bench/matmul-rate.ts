@@ -10,7 +10,7 @@
 
 import { GraphBuilder } from '../graph/builder.js';
 import { linear } from '../graph/ops.js';
-import { Session, f32 } from '../engine/ort.js';
+import { Session, f32, type Feeds } from '../engine/ort.js';
 
 export interface MatmulRate {
   m: number;
@@ -41,6 +41,18 @@ export function median(values: readonly number[]): number {
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
+/** One warm-up run of `session` on `feeds`, then `repeats` timed runs: the median seconds per run. */
+export async function medianRunSeconds(session: Session, feeds: Feeds, repeats: number): Promise<number> {
+  await session.run(feeds);
+  const times: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    const t0 = performance.now();
+    await session.run(feeds);
+    times.push((performance.now() - t0) / 1000);
+  }
+  return median(times);
+}
+
 /**
  * Times x [m, k] · Wᵀ (W [n, k]) in ONNX Runtime with `threads` intra-op threads: one warm-up run, then `repeats`
  * timed runs. Returns GFLOP/s of the median run (2·m·k·n floating-point operations per run).
@@ -67,14 +79,7 @@ export async function measureMatmul(m: number, k: number, n: number, threads: nu
   const session = await Session.create('matmul-rate', g.build(), threads, { memArena: true });
   try {
     const feeds = { x: f32(filled(m * k, 1), [m, k]), w: f32(filled(n * k, 2), [n, k]) };
-    await session.run(feeds);
-    const times: number[] = [];
-    for (let r = 0; r < repeats; r++) {
-      const t0 = performance.now();
-      await session.run(feeds);
-      times.push((performance.now() - t0) / 1000);
-    }
-    const medianSeconds = median(times);
+    const medianSeconds = await medianRunSeconds(session, feeds, repeats);
     return { m, k, n, threads, repeats, medianSeconds, gflops: (2 * m * k * n) / medianSeconds / 1e9 };
   } finally {
     await session.release();
