@@ -7,7 +7,7 @@
 import { NumericError, RequestError } from '../errors.js';
 import { ropeFrequencies } from '../model/config.js';
 import { fullPolicy, type CompressionPolicy, type LayerDecision } from '../compress/policy.js';
-import { ATTN, DECODE, MLP } from '../graph/decoder-layer.js';
+import { ATTN, BATCH, BATCH_CACHE, DECODE, MLP, type BatchLayout } from '../graph/decoder-layer.js';
 import { createScorer } from '../compress/scoring.js';
 import { KvCache, type LayerCache } from './kv-cache.js';
 import type { Model } from './model.js';
@@ -251,4 +251,93 @@ export async function decodeStep(model: Model, cache: KvCache, token: number, po
     hidden = dataF32(out[DECODE.hiddenOut]);
   }
   return runHead(model, hidden, 1);
+}
+
+/** One sequence of a batched decode step: its cache, the token to feed, its position and rope frequencies. */
+export interface BatchMember {
+  cache: KvCache;
+  token: number;
+  positionId: number;
+  invFreq: Float32Array;
+}
+
+/**
+ * One decode step for several sequences at once: the linear layers and the head run once over the B rows (the
+ * weights are read once for all of them), and each sequence attends over its own cache in place, whatever its
+ * method and per-head lengths. Equivalent, row by row, to {@link decodeStep} on each sequence alone. Returns each
+ * sequence's logits, or the error that concerns that sequence alone (non-finite logits); an error of the step
+ * itself is thrown.
+ */
+export async function decodeBatchStep(model: Model, members: readonly BatchMember[]): Promise<(Float32Array | Error)[]> {
+  const c = model.config;
+  const B = members.length;
+  const d = c.headDim;
+  const qWidth = c.numHeads * d;
+  const kvWidth = c.numKvHeads * d;
+  const rowInvFreq = new Float32Array(B * (d / 2));
+  members.forEach((m, s) => rowInvFreq.set(m.invFreq, s * (d / 2)));
+  const rowInvFreqTensor = f32(rowInvFreq, [B, d / 2]);
+  const positionTensor = i64(BigInt64Array.from(members, (m) => BigInt(m.positionId)), [B]);
+  let hidden = await embed(model, Int32Array.from(members, (m) => m.token));
+  for (let l = 0; l < c.numLayers; l++) {
+    const caches = members.map((m) => m.cache.layer(l));
+    if (c.slidingWindow !== null) caches.forEach((lc, s) => lc.expireBefore(members[s].positionId, c.slidingWindow!));
+    const hiddenTensor = f32(hidden, [B, c.hiddenSize]);
+    const projected = await model.runLayer(l, 'decodeProject', {
+      [BATCH.hidden]: hiddenTensor, [BATCH.positionIds]: positionTensor, [BATCH.rowInvFreq]: rowInvFreqTensor,
+    });
+
+    // Attention: each sequence over its own cache heads, viewed in place.
+    const layout: BatchLayout = caches.map((lc) => (lc.group > 1 ? 'repeated' : 'kv'));
+    const feeds: Feeds = { [BATCH.query]: projected[BATCH.query], [BATCH.key]: projected[BATCH.key], [BATCH.value]: projected[BATCH.value] };
+    caches.forEach((lc, s) => {
+      for (let h = 0; h < lc.numHeads; h++) {
+        const live = lc.live(h);
+        feeds[BATCH_CACHE.keys(s, h)] = f32(live.keys, [live.length, d]);
+        feeds[BATCH_CACHE.values(s, h)] = f32(live.values, [live.length, d]);
+      }
+    });
+    const attention = (await (await model.batchAttention(layout)).run(feeds))[BATCH_CACHE.output];
+
+    // The new keys and values go into each sequence's cache (repeated per query head where the cache is).
+    const queries = dataF32(projected[BATCH.query]);
+    const keys = dataF32(projected[BATCH.key]);
+    const values = dataF32(projected[BATCH.value]);
+    for (let s = 0; s < B; s++) {
+      const lc = caches[s];
+      const key = keys.subarray(s * kvWidth, (s + 1) * kvWidth);
+      const value = values.subarray(s * kvWidth, (s + 1) * kvWidth);
+      lc.append(repeatHeads(key, lc.group, d), repeatHeads(value, lc.group, d), members[s].positionId);
+      const hook = members[s].cache.decodeHook;
+      if (hook) {
+        await hook({
+          layer: l, cache: lc, query: queries.slice(s * qWidth, (s + 1) * qWidth),
+          scorer: (q) => { const { keys: k, length } = lc.stackedKeys(); return createScorer(model, k, length, q); },
+        });
+      }
+    }
+    const finished = await model.runLayer(l, 'decodeFinish', { [BATCH.hidden]: hiddenTensor, [BATCH.attention]: attention });
+    hidden = dataF32(finished[BATCH.hiddenOut]);
+  }
+  const logits = await model.runHead(hidden, B);
+  const V = c.vocabSize;
+  return members.map((_, s) => {
+    const row = logits.slice(s * V, (s + 1) * V);
+    try {
+      return checkFinite(row, V);
+    } catch (e) {
+      return e as Error;
+    }
+  });
+}
+
+/** [heads·d] → [heads·group·d], each head's vector repeated `group` times (for caches held per query head). */
+function repeatHeads(x: Float32Array, group: number, d: number): Float32Array {
+  if (group === 1) return x;
+  const heads = x.length / d;
+  const out = new Float32Array(x.length * group);
+  for (let h = 0; h < heads; h++) {
+    for (let r = 0; r < group; r++) out.set(x.subarray(h * d, (h + 1) * d), (h * group + r) * d);
+  }
+  return out;
 }

@@ -11,7 +11,8 @@ import { TextStreamer, type ChatMessage } from '../model/tokenizer.js';
 import type { CompressionPolicy } from '../compress/policy.js';
 import { resolvePolicy, type CompressionSpec } from '../compress/registry.js';
 import { continuationIds, continueContext, type CompressedContext } from './context.js';
-import { decodeStep, prefill, type LayerStats } from './forward.js';
+import { prefill, type LayerStats } from './forward.js';
+import type { BatchSeat } from './batcher.js';
 import type { Model } from './model.js';
 import { Sampler, validateSampling, type SamplingOptions } from './sampling.js';
 import { StopCondition, type FinishReason } from './stop.js';
@@ -51,7 +52,10 @@ export interface Timings {
   /** Tokens of the compressed context continued (0 without one). */
   contextTokens: number;
   generatedTokens: number;
-  /** Prefill (all layers, policy included) plus sampling the first token. */
+  /**
+   * From the call to the first token: waiting for a place in the batch (when `maxBatch` sequences already run),
+   * prefill (all layers, policy included) and sampling the first token.
+   */
   timeToFirstTokenMs: number;
   prefillTokensPerSecond: number;
   /** Time of the decode steps after the first token. */
@@ -281,65 +285,79 @@ async function* run(model: Model, prompt: PromptInput, options: GenerateOptions)
 
   const t0 = performance.now();
   if (signal?.aborted) return aborted();
-  let pre: Awaited<ReturnType<typeof prefill>>;
+  // A place among the sequences decoding together (waits while the batch is full).
+  let seat: BatchSeat;
   try {
-    pre = context
-      ? await continueContext(model, context, promptIds, maxTokens)
-      : await prefill(model, Int32Array.from(promptIds), { policy, decodeCapacity: maxTokens, onLayer: options.onPrefillLayer, signal });
+    seat = await model.batcher.admit(signal);
   } catch (e) {
     if (signal?.aborted) return aborted();
     throw e;
   }
-  const prefillEnd = performance.now();
-  const kvAfterPrefill = pre.cache.bytes;
-  const { invFreq } = ropeFrequencies(config, pre.nextPosition + maxTokens);
-  let logits = pre.logits;
-  let ttft = 0;
-  let decodeStart = 0;
-  let finishReason: FinishReason | null = null;
-  if (signal?.aborted) return aborted(pre.layers);
-  while (stop.finishReason === null && finishReason === null) {
-    if (outputIds.length > 0) logits = await decodeStep(model, pre.cache, outputIds[outputIds.length - 1], pre.nextPosition + outputIds.length - 1, invFreq);
-    const id = sampler.sample(logits, history);
-    if (outputIds.length === 0) { ttft = performance.now() - t0; decodeStart = performance.now(); }
-    outputIds.push(id);
-    history.push(id);
-    const piece = stop.push(id, streamer ? streamer.push(id) : '');
-    let chunk = piece.text;
-    if (piece.finishReason !== null && piece.finishReason !== 'stop') chunk += stop.flush(streamer ? streamer.flush() : '');
-    else if (piece.finishReason === null && signal?.aborted) {
-      chunk += stop.flush(streamer ? streamer.flush() : '');
-      finishReason = 'abort';
+  const admitted = performance.now();
+  try {
+    let pre: Awaited<ReturnType<typeof prefill>>;
+    try {
+      pre = context
+        ? await continueContext(model, context, promptIds, maxTokens)
+        : await prefill(model, Int32Array.from(promptIds), { policy, decodeCapacity: maxTokens, onLayer: options.onPrefillLayer, signal });
+    } catch (e) {
+      if (signal?.aborted) return aborted();
+      throw e;
     }
-    text += chunk;
-    yield { text: chunk, tokenId: id };
-    if (finishReason === null && stop.finishReason === null && signal?.aborted) {
-      // Aborted while the consumer held the last chunk: release held-back text with that token's id.
-      finishReason = 'abort';
-      const rest = stop.flush(streamer ? streamer.flush() : '');
-      text += rest;
-      if (rest !== '') yield { text: rest, tokenId: id };
+    const prefillEnd = performance.now();
+    const kvAfterPrefill = pre.cache.bytes;
+    const { invFreq } = ropeFrequencies(config, pre.nextPosition + maxTokens);
+    let logits = pre.logits;
+    let ttft = 0;
+    let decodeStart = 0;
+    let finishReason: FinishReason | null = null;
+    if (signal?.aborted) return aborted(pre.layers);
+    seat.join(pre.cache, invFreq);
+    while (stop.finishReason === null && finishReason === null) {
+      if (outputIds.length > 0) logits = await seat.step(outputIds[outputIds.length - 1], pre.nextPosition + outputIds.length - 1);
+      const id = sampler.sample(logits, history);
+      if (outputIds.length === 0) { ttft = performance.now() - t0; decodeStart = performance.now(); }
+      outputIds.push(id);
+      history.push(id);
+      const piece = stop.push(id, streamer ? streamer.push(id) : '');
+      let chunk = piece.text;
+      if (piece.finishReason !== null && piece.finishReason !== 'stop') chunk += stop.flush(streamer ? streamer.flush() : '');
+      else if (piece.finishReason === null && signal?.aborted) {
+        chunk += stop.flush(streamer ? streamer.flush() : '');
+        finishReason = 'abort';
+      }
+      text += chunk;
+      yield { text: chunk, tokenId: id };
+      if (finishReason === null && stop.finishReason === null && signal?.aborted) {
+        // Aborted while the consumer held the last chunk: release held-back text with that token's id.
+        finishReason = 'abort';
+        const rest = stop.flush(streamer ? streamer.flush() : '');
+        text += rest;
+        if (rest !== '') yield { text: rest, tokenId: id };
+      }
     }
+    const decodeMs = outputIds.length > 1 ? performance.now() - decodeStart : 0;
+    const prefillMs = prefillEnd - admitted;
+    return {
+      text, promptIds, outputIds,
+      finishReason: finishReason ?? stop.finishReason ?? 'stop',
+      method: context ? context.method : policy.name,
+      seed: sampling.seed,
+      layers: pre.layers,
+      timings: {
+        promptTokens: promptIds.length,
+        contextTokens,
+        generatedTokens: outputIds.length,
+        timeToFirstTokenMs: maxTokens > 0 ? ttft : prefillMs,
+        prefillTokensPerSecond: prefillMs > 0 ? promptIds.length / (prefillMs / 1000) : 0,
+        decodeMs,
+        decodeTokensPerSecond: decodeMs > 0 ? (outputIds.length - 1) / (decodeMs / 1000) : 0,
+        policyMs: pre.policyMs,
+        kvCacheBytesAfterPrefill: kvAfterPrefill,
+        kvCacheBytes: pre.cache.bytes,
+      },
+    };
+  } finally {
+    seat.leave();
   }
-  const decodeMs = outputIds.length > 1 ? performance.now() - decodeStart : 0;
-  const prefillMs = prefillEnd - t0;
-  return {
-    text, promptIds, outputIds,
-    finishReason: finishReason ?? stop.finishReason ?? 'stop',
-    method: context ? context.method : policy.name,
-    seed: sampling.seed,
-    layers: pre.layers,
-    timings: {
-      promptTokens: promptIds.length,
-      contextTokens,
-      generatedTokens: outputIds.length,
-      timeToFirstTokenMs: maxTokens > 0 ? ttft : prefillMs,
-      prefillTokensPerSecond: prefillMs > 0 ? promptIds.length / (prefillMs / 1000) : 0,
-      decodeMs,
-      decodeTokensPerSecond: decodeMs > 0 ? (outputIds.length - 1) / (decodeMs / 1000) : 0,
-      policyMs: pre.policyMs,
-      kvCacheBytesAfterPrefill: kvAfterPrefill,
-      kvCacheBytes: pre.cache.bytes,
-    },
-  };
 }

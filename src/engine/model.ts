@@ -5,6 +5,7 @@
  * @module
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, ModelLoadError } from '../errors.js';
 import { NO_GENERATION_DEFAULTS, loadGenerationConfig, type GenerationDefaults } from '../model/generation-config.js';
@@ -13,9 +14,10 @@ import { Tokenizer } from '../model/tokenizer.js';
 import { SafetensorsStore } from '../model/safetensors.js';
 import { checkUnusedTensors, lmHeadParts, loadLayer, readEmbeddingTable, readLinear, tensorsPerLayer } from '../model/weights.js';
 import { EMBED, LAYER, LAYER_MODES, buildEmbeddingModel, buildHeadModel, buildLayerModel, layerOutput, modeOutputs, type LayerMode } from '../graph/layer-graph.js';
-import { ATTN, DECODE, HEAD } from '../graph/decoder-layer.js';
+import { ATTN, BATCH, DECODE, HEAD, buildBatchAttentionGraph, type BatchLayout } from '../graph/decoder-layer.js';
 import { WEIGHT_DTYPES, type LinearWeight, type WeightDtype } from '../graph/linear.js';
 import { QuantizerSessions } from './quantize.js';
+import { DecodeBatcher, checkBatching, type BatchingOptions } from './batcher.js';
 import type { BuiltModel } from '../graph/builder.js';
 import { MAX_THREADS, Session, dataF32, defaultThreads, f32, i64, type Feeds, type OrtTensor } from './ort.js';
 
@@ -47,6 +49,11 @@ export interface LoadOptions {
    * are an error instead.
    */
   onWarning?: (message: string) => void;
+  /**
+   * Continuous batching of concurrent `generate()` / `stream()` calls (see `batcher.ts`): on by default with at
+   * most 8 sequences; `false` decodes each call alone, as if no other ran.
+   */
+  batching?: BatchingOptions | false;
 }
 
 /** The thread count to use: the default (one per core), or `threads` checked to be an integer in [1, MAX_THREADS]. */
@@ -71,15 +78,19 @@ function externalBytes(m: BuiltModel): number {
   return m.external.reduce((a, e) => a + e.data.byteLength, 0);
 }
 
+/** Name prefix of the batched attention graphs (see {@link Model.batchAttention}). */
+const BATCH_ATTENTION_GRAPH = 'batch-attention';
+
 export class Model {
   /** generation_config.json: its EOS ids and default sampling settings (empty without the file). */
   generationDefaults: GenerationDefaults = NO_GENERATION_DEFAULTS;
   private readonly extraGraphs = new Map<string, Promise<Session>>();
   private readonly loadedExtraGraphs: Session[] = [];
   /** Milliseconds spent in each layer branch (all layers), and runs. */
-  private readonly modeMs: Record<LayerMode, number> = { attention: 0, mlp: 0, decode: 0, decodeRepeated: 0 };
+  private readonly modeMs: Record<LayerMode, number> = { attention: 0, mlp: 0, decode: 0, decodeRepeated: 0, decodeProject: 0, decodeFinish: 0 };
   /** Zero-size stand-ins for the inputs a branch does not read (every graph input must be fed). */
   private readonly fillers: Feeds;
+  private batcherOf: DecodeBatcher;
 
   private constructor(
     readonly dir: string,
@@ -107,12 +118,30 @@ export class Model {
       [ATTN.positionIds]: i64(new BigInt64Array(0), [0]),
       [ATTN.invFreq]: f32(new Float32Array(d / 2), [d / 2]),
       [ATTN.windowStart]: i64(new BigInt64Array(1), [1]),
+      [BATCH.rowInvFreq]: f32(new Float32Array(0), [0, d / 2]),
+      [BATCH.attention]: f32(new Float32Array(0), [0, config.numHeads * d]),
     };
     for (let h = 0; h < config.numHeads; h++) {
       fillers[DECODE.cacheKeys(h)] = f32(new Float32Array(0), [0, d]);
       fillers[DECODE.cacheValues(h)] = f32(new Float32Array(0), [0, d]);
     }
     this.fillers = fillers;
+    this.batcherOf = new DecodeBatcher(this, checkBatching(undefined, os.totalmem()));
+  }
+
+  /** The continuous batcher that concurrent `generate()` / `stream()` calls decode through. */
+  get batcher(): DecodeBatcher {
+    return this.batcherOf;
+  }
+
+  /**
+   * Changes the batching options (`false`: each call decodes alone). Only while no generation runs on the model.
+   * @throws ConfigError for bad options or while generations run.
+   */
+  setBatching(options: BatchingOptions | false): void {
+    const limits = checkBatching(options, os.totalmem());
+    if (this.batcherOf.size > 0) throw new ConfigError(`batching can change only while no generation runs (${this.batcherOf.size} running)`);
+    this.batcherOf = new DecodeBatcher(this, limits);
   }
 
   static async load(dir: string, options: LoadOptions = {}): Promise<Model> {
@@ -122,6 +151,7 @@ export class Model {
     }
     const threads = checkThreads(options.threads);
     const dtype = checkDtype(options.dtype);
+    const batching = checkBatching(options.batching, os.totalmem());
     progress({ stage: 'config', done: 0, total: 1 });
     const config = loadConfig(dir);
     const generationDefaults = loadGenerationConfig(dir);
@@ -169,6 +199,7 @@ export class Model {
       const model = new Model(path.resolve(dir), config, tokenizer, threads, dtype, layerSessions, headSession, embeddingSession,
         weightBytes, decodeWeightBytes);
       model.generationDefaults = generationDefaults;
+      if (options.batching !== undefined) model.batcherOf = new DecodeBatcher(model, batching);
       return model;
     } catch (e) {
       await Promise.allSettled(sessions.map((s) => s.release()));
@@ -220,12 +251,25 @@ export class Model {
     return session;
   }
 
+  /**
+   * The weightless attention graph of a batched decode step for sequences whose caches have `layout` (built on
+   * first use per layout and kept; the engine orders a batch's sequences so that few layouts occur).
+   */
+  batchAttention(layout: BatchLayout): Promise<Session> {
+    return this.graph(`${BATCH_ATTENTION_GRAPH}:${layout.join(',')}`, () => buildBatchAttentionGraph(this.config, layout));
+  }
+
   /** Milliseconds spent in each graph since loading (scoring graphs summed as `scoring`). */
   graphMs(): Record<'attention' | 'mlp' | 'decode' | 'head' | 'scoring', number> {
     let scoring = 0;
-    for (const session of this.loadedExtraGraphs) scoring += session.stats.ms;
+    let batchAttention = 0;
+    for (const session of this.loadedExtraGraphs) {
+      if (session.name.startsWith(BATCH_ATTENTION_GRAPH)) batchAttention += session.stats.ms;
+      else scoring += session.stats.ms;
+    }
     const m = this.modeMs;
-    return { attention: m.attention, mlp: m.mlp, decode: m.decode + m.decodeRepeated, head: this.headSession.stats.ms, scoring };
+    const decode = m.decode + m.decodeRepeated + m.decodeProject + m.decodeFinish + batchAttention;
+    return { attention: m.attention, mlp: m.mlp, decode, head: this.headSession.stats.ms, scoring };
   }
 
   get tokenizer(): Tokenizer {

@@ -16,7 +16,7 @@
  * @module
  */
 import type { ModelConfig } from '../model/config.js';
-import type { GraphBuilder } from './builder.js';
+import { GraphBuilder } from './builder.js';
 import { applyRope, rmsNorm, ropeTables, swiGlu } from './ops.js';
 
 /** A layer's weights as the branch graphs see them. */
@@ -60,6 +60,25 @@ export const DECODE = {
   query: 'query',                 // [1, numHeads·headDim]: this token's query (RoPE applied), for policies that evict while decoding
 } as const;
 
+/**
+ * Names of the batched decode step, split in two layer branches around attention so that the weights are read
+ * once for B sequences while each sequence attends over its own cache in a weightless graph (see
+ * `buildBatchAttentionGraph`): `decodeProject` (norm → QKV → RoPE for B rows, each at its own position with its
+ * own rope frequencies) and `decodeFinish` (o_proj → residual → MLP for B rows).
+ */
+export const BATCH = {
+  hidden: 'hidden',               // [B, hidden]: one row per sequence
+  positionIds: 'position_ids',    // [B] i64
+  rowInvFreq: 'row_inv_freq',     // [B, headDim/2]: each sequence's rope frequencies (dynamic rope differs by length)
+  attention: 'attention',         // [B, numHeads·headDim]: decodeFinish's input, the attention output
+  // decodeProject's outputs
+  query: 'query',                 // [B, numHeads·headDim], RoPE applied
+  key: 'key',                     // [B, numKvHeads·headDim], RoPE applied
+  value: 'value',                 // [B, numKvHeads·headDim]
+  // decodeFinish's output
+  hiddenOut: 'hidden_out',        // [B, hidden]
+} as const;
+
 export const HEAD = {
   hidden: 'hidden', finalNorm: 'w_final_norm', lmHead: 'w_lm_head',
   logits: 'logits',               // [n, vocab]
@@ -70,6 +89,8 @@ export const BRANCH_OUTPUTS = {
   attention: [ATTN.hiddenOut, ATTN.presentKey, ATTN.presentValue, ATTN.windowQueries],
   mlp: [MLP.hiddenOut],
   decode: [DECODE.hiddenOut, DECODE.newKey, DECODE.newValue, DECODE.query],
+  decodeProject: [BATCH.query, BATCH.key, BATCH.value],
+  decodeFinish: [BATCH.hiddenOut],
 } as const;
 
 /**
@@ -156,9 +177,7 @@ export function buildDecodeGraph(g: GraphBuilder, c: ModelConfig, attentionScali
   const invFreq = g.input(DECODE.invFreq, 'float', [d / 2]);
 
   const projected = projectQkv(g, c, p, hidden, positionIds, invFreq, attentionScaling);
-  const repeat = (x: string) => repeatKv
-    ? g.op('Reshape', [g.op('Expand', [g.op('Reshape', [x, g.int64([c.numKvHeads, 1, d])]), g.int64([c.numKvHeads, H / c.numKvHeads, d])]), g.int64([1, H * d])])
-    : x;
+  const repeat = (x: string) => repeatKv ? repeatKvHeads(g, x, c.numKvHeads, H / c.numKvHeads, d) : x;
   const { qRot } = projected;
   const kRot = repeat(projected.kRot);
   const v = repeat(projected.v);
@@ -169,12 +188,70 @@ export function buildDecodeGraph(g: GraphBuilder, c: ModelConfig, attentionScali
   return [mlpBlock(g, c, p, afterAttn), g.op('Reshape', [kRot, g.int64([Hkv, d])]), g.op('Reshape', [v, g.int64([Hkv, d])]), qRot];
 }
 
+/** Adds the batched decode's first branch to `g`: B rows, each at its own position → [q, k, v] (RoPE applied). */
+export function buildDecodeProjectGraph(g: GraphBuilder, c: ModelConfig, attentionScaling: number, p: LayerParams): string[] {
+  const hidden = g.input(BATCH.hidden, 'float', ['batch', c.hiddenSize]);
+  const positionIds = g.input(BATCH.positionIds, 'int64', ['batch']);
+  const rowInvFreq = g.input(BATCH.rowInvFreq, 'float', ['batch', c.headDim / 2]);
+  // positions [B, 1] · frequencies [B, d/2]: each row with its own, the same products as the one-sequence step.
+  const { qRot, kRot, v } = projectQkv(g, c, p, hidden, positionIds, rowInvFreq, attentionScaling);
+  return [qRot, kRot, v];
+}
+
+/** Adds the batched decode's second branch to `g`: hidden + o_proj(attention) → MLP block, for B rows. */
+export function buildDecodeFinishGraph(g: GraphBuilder, c: ModelConfig, p: LayerParams): string[] {
+  const hidden = g.input(BATCH.hidden, 'float', ['batch', c.hiddenSize]);
+  const attention = g.input(BATCH.attention, 'float', ['batch', c.numHeads * c.headDim]);
+  return [mlpBlock(g, c, p, g.op('Add', [hidden, p.linear(g, attention, 'o')]))];
+}
+
+/** The cache layout of one sequence in a batched step: its cache heads (numKvHeads, or numHeads when repeated). */
+export type BatchLayout = readonly ('kv' | 'repeated')[];
+
+/** Input names of the batched attention graph: sequence s's cache head h. */
+export const BATCH_CACHE = {
+  keys: (s: number, h: number) => `cache_keys_${s}_${h}`,
+  values: (s: number, h: number) => `cache_values_${s}_${h}`,
+  output: 'attention',            // [B, numHeads·headDim]
+} as const;
+
+/**
+ * The attention of a batched decode step, without weights: sequence s (row s of `query`, `key`, `value`, the
+ * decodeProject outputs) attends over its own cache, given head by head ([length, headDim] each, in place: no
+ * padding to a common length, no copies) plus its new key and value. Returns [B, numHeads·headDim].
+ */
+export function buildBatchAttentionGraph(c: ModelConfig, layout: BatchLayout): Uint8Array {
+  const { numHeads: H, numKvHeads: Hkv, headDim: d } = c;
+  const g = new GraphBuilder('batch_attention');
+  const B = layout.length;
+  const q = g.input(BATCH.query, 'float', [B, H * d]);
+  const k = g.input(BATCH.key, 'float', [B, Hkv * d]);
+  const v = g.input(BATCH.value, 'float', [B, Hkv * d]);
+  const rows: string[] = [];
+  layout.forEach((kind, s) => {
+    const row = (x: string) => g.op('Slice', [x, g.int64([s]), g.int64([s + 1]), g.int64([0])]);   // [1, ·]
+    const Hc = kind === 'repeated' ? H : Hkv;
+    const repeat = (x: string) => kind === 'repeated' ? repeatKvHeads(g, x, Hkv, H / Hkv, d) : x;
+    rows.push(attendOverCache(g, row(q), repeat(row(k)), repeat(row(v)), Hc, H / Hc, d,
+      { keys: (h) => BATCH_CACHE.keys(s, h), values: (h) => BATCH_CACHE.values(s, h) }));
+  });
+  g.output(B === 1 ? rows[0] : g.op('Concat', rows, { axis: 0 }), BATCH_CACHE.output, 'float', [B, H * d]);
+  return g.build();
+}
+
+/** [1, Hkv·d] → [1, Hkv·G·d]: each KV head's vector repeated for the G query heads that share it. */
+function repeatKvHeads(g: GraphBuilder, x: string, Hkv: number, G: number, d: number): string {
+  return g.op('Reshape', [g.op('Expand', [g.op('Reshape', [x, g.int64([Hkv, 1, d])]), g.int64([Hkv, G, d])]), g.int64([1, Hkv * G * d])]);
+}
+
 /**
  * Attention of one token over a ragged cache: for each cache head h, its G query heads attend to the head's
- * own entries (input `cache_keys_h` / `cache_values_h`, [length_h, d]) and to the new key and value; softmax
- * over both. Declares the cache inputs. q [1, Hc·G·d], kNew and vNew [1, Hc·d]; returns [1, Hc·G·d].
+ * own entries (inputs named by `names`, by default `cache_keys_h` / `cache_values_h`, [length_h, d]) and to the
+ * new key and value; softmax over both. Declares the cache inputs. q [1, Hc·G·d], kNew and vNew [1, Hc·d];
+ * returns [1, Hc·G·d].
  */
-export function attendOverCache(g: GraphBuilder, qRot: string, kRot: string, v: string, Hc: number, G: number, d: number): string {
+export function attendOverCache(g: GraphBuilder, qRot: string, kRot: string, v: string, Hc: number, G: number, d: number,
+  names: { keys: (h: number) => string; values: (h: number) => string } = { keys: DECODE.cacheKeys, values: DECODE.cacheValues }): string {
   const scale = { float: 1 / Math.sqrt(d) };
   const q = g.op('Reshape', [qRot, g.int64([Hc, G, d])]);             // query heads grouped by cache head
   const kNew = g.op('Reshape', [kRot, g.int64([Hc, 1, d])]);
@@ -182,8 +259,8 @@ export function attendOverCache(g: GraphBuilder, qRot: string, kRot: string, v: 
   const big = Number.MAX_SAFE_INTEGER;
   const heads: string[] = [];
   for (let h = 0; h < Hc; h++) {
-    const keys = g.input(DECODE.cacheKeys(h), 'float', [`length_${h}`, d]);
-    const values = g.input(DECODE.cacheValues(h), 'float', [`length_${h}`, d]);
+    const keys = g.input(names.keys(h), 'float', [`${names.keys(h)}_length`, d]);
+    const values = g.input(names.values(h), 'float', [`${names.keys(h)}_length`, d]);
     const index = g.int64([h], []);
     const qh = g.op('Gather', [q, index]);                                                    // [G, d]
     const past = g.msOpN('FusedMatMul', [qh, keys], 1, { transB: 1, alpha: scale })[0];      // [G, length_h]

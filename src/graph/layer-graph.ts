@@ -3,9 +3,10 @@
  * once at session creation and holds them once (measured: decode 1.2-1.45x faster than weights fed as inputs
  * on every run, prefill unchanged; docs/ort-performance.md §4-5).
  *
- * - One model per decoder layer. Its `mode` input picks which of four sibling `If` nodes does the work: prefill
- *   attention, prefill MLP, decode, or decode over a cache with K/V repeated per query head (policies with
- *   `repeatKv`); the others return empty tensors. Every branch reads the same outer-scope initializers, so a
+ * - One model per decoder layer. Its `mode` input picks which of six sibling `If` nodes does the work: prefill
+ *   attention, prefill MLP, decode, decode over a cache with K/V repeated per query head (policies with
+ *   `repeatKv`), and the two halves of a batched decode step around attention (`decodeProject`, `decodeFinish`);
+ *   the others return empty tensors. Every branch reads the same outer-scope initializers, so a
  *   layer's weights are held (and prepacked) once whatever runs. The `If`s are siblings, never nested: ONNX
  *   Runtime 1.30 does not prepack initializers used two subgraph levels down (measured: a nested decode branch
  *   ran 190 ms per layer instead of 1.1 ms, q8). Outputs are named `<mode>_y<i>`.
@@ -17,11 +18,14 @@
 import type { ModelConfig } from '../model/config.js';
 import type { LayerTensors } from '../model/weights.js';
 import { GraphBuilder, type BuiltModel } from './builder.js';
-import { BRANCH_OUTPUTS, HEAD, buildAttentionGraph, buildDecodeGraph, buildHeadGraph, buildMlpGraph, type LayerParams } from './decoder-layer.js';
+import {
+  BRANCH_OUTPUTS, HEAD, buildAttentionGraph, buildDecodeFinishGraph, buildDecodeGraph, buildDecodeProjectGraph, buildHeadGraph, buildMlpGraph,
+  type LayerParams,
+} from './decoder-layer.js';
 import { addLinearWeight, linearOp, type LinearInitializers, type LinearWeight } from './linear.js';
 
-export type LayerMode = 'attention' | 'mlp' | 'decode' | 'decodeRepeated';
-export const LAYER_MODES: readonly LayerMode[] = ['attention', 'mlp', 'decode', 'decodeRepeated'];
+export type LayerMode = 'attention' | 'mlp' | 'decode' | 'decodeRepeated' | 'decodeProject' | 'decodeFinish';
+export const LAYER_MODES: readonly LayerMode[] = ['attention', 'mlp', 'decode', 'decodeRepeated', 'decodeProject', 'decodeFinish'];
 
 export const LAYER = {
   mode: 'mode',                          // [] i64: the index of the branch in LAYER_MODES
@@ -29,7 +33,7 @@ export const LAYER = {
 
 /** The names of a branch's outputs, in order (ATTN / MLP / DECODE names). */
 export function modeOutputs(mode: LayerMode): readonly string[] {
-  return mode === 'attention' ? BRANCH_OUTPUTS.attention : mode === 'mlp' ? BRANCH_OUTPUTS.mlp : BRANCH_OUTPUTS.decode;
+  return mode === 'decodeRepeated' ? BRANCH_OUTPUTS.decode : BRANCH_OUTPUTS[mode];
 }
 
 /** The layer model's output holding output `i` of `mode`'s branch. */
@@ -86,6 +90,8 @@ export function buildLayerModel(c: ModelConfig, attentionScaling: number, t: Lay
     mlp: (b) => buildMlpGraph(b, c, p),
     decode: (b) => buildDecodeGraph(b, c, attentionScaling, p),
     decodeRepeated: (b) => buildDecodeGraph(b, c, attentionScaling, p, true),
+    decodeProject: (b) => buildDecodeProjectGraph(b, c, attentionScaling, p),
+    decodeFinish: (b) => buildDecodeFinishGraph(b, c, p),
   };
   const branches = LAYER_MODES.map((m) => branch(m, g, builders[m]));
   g.declareOuterInputs(...branches);
