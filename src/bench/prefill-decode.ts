@@ -183,7 +183,7 @@ function rssNow(): number {
   return process.memoryUsage.rss();
 }
 /** maxRSS is in kilobytes (libuv's ru_maxrss). */
-function peakRss(): number {
+export function peakRss(): number {
   return process.resourceUsage().maxRSS * 1024;
 }
 

@@ -13,6 +13,8 @@ import { SHAPES, writeRandomCheckpoint } from '../bench/random-checkpoint.js';
 import { DEFAULT_DECODE_TOKENS, DEFAULT_LENGTHS, formatReport, machineInfo, runPrefillDecodeBench, type BenchReport } from '../bench/prefill-decode.js';
 import { runMethodsBench, formatMethods } from '../bench/methods.js';
 import { formatContextReuse, runContextReuseBench } from '../bench/context-reuse.js';
+import { formatConcurrency, runConcurrencyBench } from '../bench/concurrency.js';
+import { MAX_BATCH } from '../engine/batcher.js';
 import { Model } from '../engine/model.js';
 import { loadConfig } from '../model/config.js';
 import { resolvePolicy, specsFor } from '../compress/registry.js';
@@ -55,6 +57,10 @@ Options:
                         loading the file and asking the question on it (--lengths: the context length,
                         default 8192; --question-tokens N, default 32)
   --question-tokens N   question length for --context-reuse
+  --concurrency LIST    continuous batching instead: per method (--methods, default full,fastkv), 1 and each
+                        listed number of sequences (e.g. 1,2,4,8) decode --decode-tokens tokens (default 32)
+                        together after prompts of --lengths tokens (one length, default 4096): aggregate and
+                        per-sequence decode tokens/s, KV bytes, RSS
   --retain-rate R, --tsp-rate R, --budget B, ...   method options, as in fastkv generate --help
   --json FILE           also write the results as JSON to FILE (checked before the run; an existing FILE is
                         kept unless --force); "--json -" prints JSON instead of the table
@@ -64,6 +70,17 @@ Options:
 Progress goes to stderr (on a terminal); the table or JSON to stdout. Expect minutes on a laptop-class CPU:
 an 8192-token prefill of qwen2.5-0.5b is about 9 TFLOP.
 `;
+
+/** --concurrency: sequence counts from 1 to MAX_BATCH. */
+function parseConcurrency(text: string): number[] {
+  const parts = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (parts.length === 0) throw new RequestError(`--concurrency must list at least one number of sequences, got ${quoted(text)}`);
+  return parts.map((p) => {
+    const n = Number(p);
+    if (!Number.isSafeInteger(n) || n < 1 || n > MAX_BATCH) throw new RequestError(`--concurrency: ${quoted(p)} is not an integer from 1 to ${MAX_BATCH}`);
+    return n;
+  });
+}
 
 function parseLengths(text: string): number[] {
   const parts = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
@@ -94,6 +111,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
         methods: { type: 'string' },
         'context-reuse': { type: 'boolean' },
         'question-tokens': { type: 'string' },
+        concurrency: { type: 'string' },
         ...COMPRESSION_FLAGS,
         help: { type: 'boolean', short: 'h' },
       },
@@ -125,7 +143,9 @@ export async function benchCommand(argv: string[]): Promise<void> {
   // The checkpoint's folder names the default calibration file of --tsp-layer auto.
   const checkpointDir = values.model !== undefined ? path.resolve(values.model) : path.join(path.resolve(values['cache-dir'] ?? DEFAULT_CACHE_DIR), `${shape}-seed${seed}`);
   const sharedOptions = compressionOptionsFromFlags(values, checkpointDir);
-  if (values.methods === undefined && !values['context-reuse'] && Object.keys(sharedOptions).length > 0) {
+  const concurrency = values.concurrency !== undefined ? parseConcurrency(values.concurrency) : undefined;
+  if (concurrency && values['context-reuse']) throw new RequestError('--concurrency and --context-reuse are separate benchmarks: give one');
+  if (values.methods === undefined && !values['context-reuse'] && !concurrency && Object.keys(sharedOptions).length > 0) {
     throw new RequestError(`${optionFlagNames(sharedOptions).join(', ')}: method options need --methods (see fastkv bench --help)`);
   }
 
@@ -166,6 +186,34 @@ export async function benchCommand(argv: string[]): Promise<void> {
     if (jsonTarget === '-') { process.stdout.write(`${JSON.stringify(out, null, 2)}\n`); return; }
     if (jsonFile !== undefined) writeFileAtomic(jsonFile, `${JSON.stringify(out, null, 2)}\n`);
     process.stdout.write(`${label}, ${model.threads} ONNX Runtime threads\n\n${formatContextReuse(results)}`);
+    return;
+  }
+
+  if (concurrency) {
+    const methods = specsFor((values.methods ?? 'full,fastkv').split(',').map((m) => m.trim()).filter(Boolean), sharedOptions);
+    if (dtypes.length !== 1) throw new RequestError('--concurrency takes one --dtype');
+    const promptLengths = values.lengths !== undefined ? lengths : [4096];
+    if (promptLengths.length !== 1) throw new RequestError('--concurrency takes one prompt length in --lengths');
+    const model = await Model.load(dir, {
+      threads, dtype: dtypes[0], withoutTokenizer: true, onWarning: warnOnStderr, batching: { maxBatch: Math.max(...concurrency) },
+      onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
+    });
+    for (const spec of methods) resolvePolicy(spec, model.config);
+    let results;
+    try {
+      results = await runConcurrencyBench(model, {
+        promptTokens: promptLengths[0], levels: concurrency, methods, seed,
+        decodeTokens: numberFlag(values, 'decode-tokens', { integer: true, min: 1 }) ?? 32,
+        onProgress: (text) => progressLine(`${label} ${dtypes[0]}: ${text}`),
+      });
+    } finally {
+      progressDone();
+      await model.dispose();
+    }
+    const out = { label, model: dir, dtype: dtypes[0], threads: model.threads, machine: machineInfo(), date: new Date().toISOString(), results };
+    if (jsonTarget === '-') { process.stdout.write(`${JSON.stringify(out, null, 2)}\n`); return; }
+    if (jsonFile !== undefined) writeFileAtomic(jsonFile, `${JSON.stringify(out, null, 2)}\n`);
+    process.stdout.write(`${label}, ${dtypes[0]} weights, ${model.threads} ONNX Runtime threads\n\n${formatConcurrency(results)}`);
     return;
   }
 
