@@ -11,6 +11,7 @@ import { prefill } from '../engine/forward.js';
 import type { Model } from '../engine/model.js';
 import { ropeFrequencies } from '../model/config.js';
 import { argmax } from '../engine/sampling.js';
+import type { BatchSeat } from '../engine/batcher.js';
 import { formatTable } from '../report.js';
 import { peakRss, randomPrompt } from './prefill-decode.js';
 
@@ -28,7 +29,7 @@ export interface ConcurrencyResult {
   concurrency: number;
   promptTokens: number;
   decodeTokens: number;
-  /** Wall time of the c sequences' decode, from the first step to the last. */
+  /** Wall time of the c sequences' decode, from the second step (the first is a warm-up) to the last. */
   decodeMs: number;
   aggregateTokensPerSecond: number;
   perSequenceTokensPerSecond: number;
@@ -64,18 +65,25 @@ export async function runConcurrencyBench(model: Model, options: ConcurrencyOpti
       progress(`${spec.method}: ${level} sequence${level > 1 ? 's' : ''} decoding ${options.decodeTokens} tokens`);
       const before = { ...model.batcher.stats };
       const caches = prefilled.slice(0, level).map((p) => ({ ...p, cache: p.cache.clone() }));
-      const t0 = performance.now();
-      await Promise.all(caches.map(async (p) => {
+      // Every sequence takes its seat and joins first, so that the first step already has all of them.
+      const seats: BatchSeat[] = [];
+      for (const p of caches) {
         const seat = await model.batcher.admit();
-        try {
-          const { invFreq } = ropeFrequencies(c, p.nextPosition + options.decodeTokens);
-          seat.join(p.cache, invFreq);
-          let token = argmax(p.logits);
-          for (let i = 0; i < options.decodeTokens; i++) token = argmax(await seat.step(token, p.nextPosition + i));
-        } finally {
-          seat.leave();
-        }
-      }));
+        seat.join(p.cache, ropeFrequencies(c, p.nextPosition + options.decodeTokens).invFreq);
+        seats.push(seat);
+      }
+      let t0 = 0;
+      try {
+        // One untimed step first: it compiles the attention graph of this batch's cache layout.
+        const tokens = await Promise.all(caches.map(async (p, s) => argmax(await seats[s].step(argmax(p.logits), p.nextPosition))));
+        t0 = performance.now();
+        await Promise.all(caches.map(async (p, s) => {
+          let token = tokens[s];
+          for (let i = 1; i <= options.decodeTokens; i++) token = argmax(await seats[s].step(token, p.nextPosition + i));
+        }));
+      } finally {
+        for (const seat of seats) seat.leave();
+      }
       const decodeMs = performance.now() - t0;
       const aggregate = (level * options.decodeTokens) / (decodeMs / 1000);
       if (level === 1) single = aggregate;
