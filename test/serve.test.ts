@@ -116,6 +116,21 @@ test('the openai client: a context is created, questioned twice (as generate wit
   } as OpenAI.ChatCompletionCreateParamsNonStreaming), (e: InstanceType<typeof OpenAI.APIError>) => e.status === 404 && /no context/.test(e.message));
 });
 
+test('the openai client: concurrent requests decode together and answer as they would alone', async () => {
+  const prompts = ['Once upon a time', 'The little cat', 'Tom and Sue went to the park.', 'A big red ball'];
+  const expected: Awaited<ReturnType<typeof generate>>[] = [];
+  for (const prompt of prompts) expected.push(await generate(model, prompt, { maxTokens: 20 + prompt.length, temperature: 0 }));
+  const before = { ...model.batcher.stats };
+  const got = await Promise.all(prompts.map((prompt, i) => i % 2 === 0
+    ? client.completions.create({ model: 'stories260K', prompt, max_tokens: 20 + prompt.length, temperature: 0 })
+      .then((r) => r.choices[0].text)
+    : client.completions.create({ model: 'stories260K', prompt, max_tokens: 20 + prompt.length, temperature: 0, stream: true })
+      .then(async (s) => { let text = ''; for await (const chunk of s) text += chunk.choices[0]?.text ?? ''; return text; })));
+  got.forEach((text, i) => assert.equal(text, expected[i].text, `request ${i}`));
+  const stats = model.batcher.stats;
+  assert.ok(stats.rows - before.rows > stats.steps - before.steps, 'some decode steps served more than one request');
+});
+
 test('the openai client: an aborted stream frees its slot; a full queue answers 429', { timeout: 30_000 }, async () => {
   const { server: busy, base: busyBase } = await start({ parallel: 1, maxQueue: 1 });
   try {

@@ -22,7 +22,7 @@ contexts through "context_id"; timings in the "fastkv" field of each response.
   --host HOST              Address to bind (default 127.0.0.1: this machine only).
   --port N                 Port (default 8080; 0 picks a free one).
   --api-key KEY            Require 'Authorization: Bearer KEY' on /v1/* (also read from FASTKV_API_KEY).
-  --parallel N             Requests generating at once (default 1).
+  --parallel N             Requests generating at once (default 4); they decode together, one step for all.
   --max-queue N            Requests waiting beyond those; more are answered 429 (default 16).
   --max-prompt-tokens N    Most tokens a prompt or context may have (default: max_position_embeddings).
   --max-body-bytes N       Largest request body (default 8388608).

@@ -5,7 +5,8 @@
  * Routes: `POST /v1/chat/completions`, `POST /v1/completions` (streamed or not, with fastkv's `kv_compression`
  * and `context_id` extensions and a `fastkv` field of timings in the response), `GET /v1/models`,
  * `POST|GET /v1/contexts`, `GET|DELETE /v1/contexts/{id}`, `GET /health`, and `GET /` (the playground page).
- * Generations run `parallel` at a time; up to `maxQueue` more wait, and beyond that the answer is 429. A
+ * Generations run `parallel` at a time (default 4), decoding together through the model's batcher (one step
+ * for all of them: see `engine/batcher.ts`); up to `maxQueue` more wait, and beyond that the answer is 429. A
  * client that goes away cancels its generation at the next token (or leaves the queue). Errors are
  * OpenAI-shaped: `{ "error": { "message", "type", "param", "code" } }`.
  * @module
@@ -37,6 +38,9 @@ import {
 } from './schemas.js';
 
 const PLAYGROUND = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'src', 'serve', 'playground.html');
+
+/** Requests generating at once by default: they share decode steps (continuous batching). */
+export const DEFAULT_PARALLEL = 4;
 
 export interface ServerOptions {
   model: Model;
@@ -151,7 +155,7 @@ export class FastKVServer {
   private constructor(private readonly options: ServerOptions, private readonly contexts: ContextStore) {
     const model = options.model;
     this.modelId = options.modelId ?? path.basename(model.dir);
-    this.scheduler = new Scheduler(options.parallel ?? 1, options.maxQueue ?? 16);
+    this.scheduler = new Scheduler(options.parallel ?? DEFAULT_PARALLEL, options.maxQueue ?? 16);
     this.maxPromptTokens = options.maxPromptTokens ?? model.config.maxPositionEmbeddings;
     if (options.compression) resolvePolicy(options.compression, model.config); // a bad default fails at start
     this.routes();
