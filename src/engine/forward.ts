@@ -287,29 +287,29 @@ export async function decodeBatchStep(model: Model, members: readonly BatchMembe
       [BATCH.hidden]: hiddenTensor, [BATCH.positionIds]: positionTensor, [BATCH.rowInvFreq]: rowInvFreqTensor,
     });
 
-    // Attention: each sequence over its own cache heads, viewed in place.
-    const layout: BatchLayout = caches.map((lc) => (lc.group > 1 ? 'repeated' : 'kv'));
-    const feeds: Feeds = { [BATCH.query]: projected[BATCH.query], [BATCH.key]: projected[BATCH.key], [BATCH.value]: projected[BATCH.value] };
+    // The new keys and values go into each sequence's cache first (repeated per query head where the cache is),
+    // then each sequence attends over its own cache heads, viewed in place.
+    const queries = dataF32(projected[BATCH.query]);
+    const keys = dataF32(projected[BATCH.key]);
+    const values = dataF32(projected[BATCH.value]);
+    const feeds: Feeds = { [BATCH.query]: projected[BATCH.query] };
     caches.forEach((lc, s) => {
+      const key = keys.subarray(s * kvWidth, (s + 1) * kvWidth);
+      const value = values.subarray(s * kvWidth, (s + 1) * kvWidth);
+      lc.append(repeatHeads(key, lc.group, d), repeatHeads(value, lc.group, d), members[s].positionId);
       for (let h = 0; h < lc.numHeads; h++) {
         const live = lc.live(h);
         feeds[BATCH_CACHE.keys(s, h)] = f32(live.keys, [live.length, d]);
         feeds[BATCH_CACHE.values(s, h)] = f32(live.values, [live.length, d]);
       }
     });
+    const layout: BatchLayout = caches.map((lc) => (lc.group > 1 ? 'repeated' : 'kv'));
     const attention = (await (await model.batchAttention(layout)).run(feeds))[BATCH_CACHE.output];
 
-    // The new keys and values go into each sequence's cache (repeated per query head where the cache is).
-    const queries = dataF32(projected[BATCH.query]);
-    const keys = dataF32(projected[BATCH.key]);
-    const values = dataF32(projected[BATCH.value]);
     for (let s = 0; s < B; s++) {
-      const lc = caches[s];
-      const key = keys.subarray(s * kvWidth, (s + 1) * kvWidth);
-      const value = values.subarray(s * kvWidth, (s + 1) * kvWidth);
-      lc.append(repeatHeads(key, lc.group, d), repeatHeads(value, lc.group, d), members[s].positionId);
       const hook = members[s].cache.decodeHook;
       if (hook) {
+        const lc = caches[s];
         await hook({
           layer: l, cache: lc, query: queries.slice(s * qWidth, (s + 1) * qWidth),
           scorer: (q) => { const { keys: k, length } = lc.stackedKeys(); return createScorer(model, k, length, q); },

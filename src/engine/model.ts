@@ -239,12 +239,12 @@ export class Model {
   /**
    * A graph that is built on first use and kept for the model's lifetime (the scoring graphs of the compression
    * policies, one per distinct scoring spec). `threads` defaults to the model's; small graphs run faster on one,
-   * since waking the thread pool costs more than their work.
+   * since waking the thread pool costs more than their work. `memArena`: see {@link Session.create}.
    */
-  graph(key: string, build: () => Uint8Array, threads = this.threads): Promise<Session> {
+  graph(key: string, build: () => Uint8Array, threads = this.threads, { memArena = false } = {}): Promise<Session> {
     let session = this.extraGraphs.get(key);
     if (!session) {
-      session = Session.create(key, build(), threads);
+      session = Session.create(key, build(), threads, { memArena });
       session.then((s) => this.loadedExtraGraphs.push(s), () => {});
       this.extraGraphs.set(key, session);
     }
@@ -253,10 +253,12 @@ export class Model {
 
   /**
    * The weightless attention graph of a batched decode step for sequences whose caches have `layout` (built on
-   * first use per layout and kept; the engine orders a batch's sequences so that few layouts occur).
+   * first use per layout and kept; the engine orders a batch's sequences so that few layouts occur). One thread:
+   * its nodes are many and small, and one thread ran it 1.2-1.4x faster than two (B = 2 and 8, caches of 400 and
+   * 4096 entries, Qwen2.5-0.5B heads); with its own memory arena, since its activations are small and bounded.
    */
   batchAttention(layout: BatchLayout): Promise<Session> {
-    return this.graph(`${BATCH_ATTENTION_GRAPH}:${layout.join(',')}`, () => buildBatchAttentionGraph(this.config, layout));
+    return this.graph(`${BATCH_ATTENTION_GRAPH}:${layout.join(',')}`, () => buildBatchAttentionGraph(this.config, layout), 1, { memArena: true });
   }
 
   /** Milliseconds spent in each graph since loading (scoring graphs summed as `scoring`). */

@@ -216,26 +216,33 @@ export const BATCH_CACHE = {
 } as const;
 
 /**
- * The attention of a batched decode step, without weights: sequence s (row s of `query`, `key`, `value`, the
- * decodeProject outputs) attends over its own cache, given head by head ([length, headDim] each, in place: no
- * padding to a common length, no copies) plus its new key and value. Returns [B, numHeads·headDim].
+ * The attention of a batched decode step, without weights. The engine has already appended each sequence's new
+ * key and value to its cache, so sequence s (row s of `query`) attends over its cache heads alone, each given in
+ * place ([length, headDim], the new entry last: no padding to a common length, no copies): per head one scaled
+ * MatMul, a Softmax and a MatMul, a third of the nodes of attending over cache and new entry apart (per-node
+ * cost dominates at decode sizes). Returns [B, numHeads·headDim].
  */
 export function buildBatchAttentionGraph(c: ModelConfig, layout: BatchLayout): Uint8Array {
   const { numHeads: H, numKvHeads: Hkv, headDim: d } = c;
   const g = new GraphBuilder('batch_attention');
   const B = layout.length;
-  const q = g.input(BATCH.query, 'float', [B, H * d]);
-  const k = g.input(BATCH.key, 'float', [B, Hkv * d]);
-  const v = g.input(BATCH.value, 'float', [B, Hkv * d]);
-  const rows: string[] = [];
-  layout.forEach((kind, s) => {
-    const row = (x: string) => g.op('Slice', [x, g.int64([s]), g.int64([s + 1]), g.int64([0])]);   // [1, ·]
+  const scale = { float: 1 / Math.sqrt(d) };
+  const query = g.input(BATCH.query, 'float', [B, H * d]);
+  const rows = B === 1 ? [query] : g.opN('Split', [query, g.int64(Array(B).fill(1))], B, { axis: 0 });  // B × [1, H·d]
+  const outputs = layout.map((kind, s) => {
     const Hc = kind === 'repeated' ? H : Hkv;
-    const repeat = (x: string) => kind === 'repeated' ? repeatKvHeads(g, x, Hkv, H / Hkv, d) : x;
-    rows.push(attendOverCache(g, row(q), repeat(row(k)), repeat(row(v)), Hc, H / Hc, d,
-      { keys: (h) => BATCH_CACHE.keys(s, h), values: (h) => BATCH_CACHE.values(s, h) }));
+    const G = H / Hc;
+    const q = g.op('Reshape', [rows[s], g.int64([Hc, G, d])]);
+    const perHead = Hc === 1 ? [q] : g.opN('Split', [q, g.int64(Array(Hc).fill(1))], Hc, { axis: 0 });  // Hc × [1, G, d]
+    const heads = perHead.map((qh, h) => {
+      const keys = g.input(BATCH_CACHE.keys(s, h), 'float', [`length_${s}_${h}`, d]);
+      const values = g.input(BATCH_CACHE.values(s, h), 'float', [`length_${s}_${h}`, d]);
+      const scores = g.msOpN('FusedMatMul', [qh, keys], 1, { transB: 1, alpha: scale })[0];          // [1, G, length]
+      return g.op('MatMul', [g.op('Softmax', [scores], { axis: -1 }), values]);                        // [1, G, d]
+    });
+    return g.op('Reshape', [Hc === 1 ? heads[0] : g.op('Concat', heads, { axis: 0 }), g.int64([1, H * d])]);
   });
-  g.output(B === 1 ? rows[0] : g.op('Concat', rows, { axis: 0 }), BATCH_CACHE.output, 'float', [B, H * d]);
+  g.output(B === 1 ? outputs[0] : g.op('Concat', outputs, { axis: 0 }), BATCH_CACHE.output, 'float', [B, H * d]);
   return g.build();
 }
 
@@ -246,12 +253,10 @@ function repeatKvHeads(g: GraphBuilder, x: string, Hkv: number, G: number, d: nu
 
 /**
  * Attention of one token over a ragged cache: for each cache head h, its G query heads attend to the head's
- * own entries (inputs named by `names`, by default `cache_keys_h` / `cache_values_h`, [length_h, d]) and to the
- * new key and value; softmax over both. Declares the cache inputs. q [1, Hc·G·d], kNew and vNew [1, Hc·d];
- * returns [1, Hc·G·d].
+ * own entries (input `cache_keys_h` / `cache_values_h`, [length_h, d]) and to the new key and value; softmax
+ * over both. Declares the cache inputs. q [1, Hc·G·d], kNew and vNew [1, Hc·d]; returns [1, Hc·G·d].
  */
-export function attendOverCache(g: GraphBuilder, qRot: string, kRot: string, v: string, Hc: number, G: number, d: number,
-  names: { keys: (h: number) => string; values: (h: number) => string } = { keys: DECODE.cacheKeys, values: DECODE.cacheValues }): string {
+export function attendOverCache(g: GraphBuilder, qRot: string, kRot: string, v: string, Hc: number, G: number, d: number): string {
   const scale = { float: 1 / Math.sqrt(d) };
   const q = g.op('Reshape', [qRot, g.int64([Hc, G, d])]);             // query heads grouped by cache head
   const kNew = g.op('Reshape', [kRot, g.int64([Hc, 1, d])]);
@@ -259,8 +264,8 @@ export function attendOverCache(g: GraphBuilder, qRot: string, kRot: string, v: 
   const big = Number.MAX_SAFE_INTEGER;
   const heads: string[] = [];
   for (let h = 0; h < Hc; h++) {
-    const keys = g.input(names.keys(h), 'float', [`${names.keys(h)}_length`, d]);
-    const values = g.input(names.values(h), 'float', [`${names.keys(h)}_length`, d]);
+    const keys = g.input(DECODE.cacheKeys(h), 'float', [`length_${h}`, d]);
+    const values = g.input(DECODE.cacheValues(h), 'float', [`length_${h}`, d]);
     const index = g.int64([h], []);
     const qh = g.op('Gather', [q, index]);                                                    // [G, d]
     const past = g.msOpN('FusedMatMul', [qh, keys], 1, { transB: 1, alpha: scale })[0];      // [G, length_h]
