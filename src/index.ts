@@ -26,7 +26,8 @@ export { loadContext, modelFingerprint } from './engine/context-file.js';
 export type { FinishReason } from './engine/stop.js';
 
 /** The lower-level passes: layer-major prefill under a policy, and one cached decode step. */
-export { prefill, decodeStep, type PrefillOptions, type PrefillResult, type LayerStats } from './engine/forward.js';
+export { prefill, decodeStep, decodeBatchStep, type BatchMember, type PrefillOptions, type PrefillResult, type LayerStats } from './engine/forward.js';
+export { DecodeBatcher, DEFAULT_MAX_BATCH, MAX_BATCH, type BatchingOptions, type BatchSeat } from './engine/batcher.js';
 export { KvCache, LayerCache } from './engine/kv-cache.js';
 
 /** Compression policies, their registry, and the interface a new policy implements. */
