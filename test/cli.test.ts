@@ -179,6 +179,9 @@ test('names are own-property lookups; thread counts, stray method options and --
     [['generate', '--prompt', 'x', '--system', 'Be kind.'], /--system needs --chat/],
     [['bench', '--budget', '10'], /--budget: method options need --methods/],
     [['bench', '--method', 'fastkv'], /--methods LIST/],
+    [['bench', '--concurrency', '0'], /--concurrency: "0" is not an integer from 1 to 64/],
+    [['bench', '--concurrency', '2,x'], /--concurrency: "x" is not/],
+    [['bench', '--concurrency', '2', '--context-reuse'], /separate benchmarks/],
     [['eval', 'niah', '--answer', ''], /--answer must not be empty/],
   ];
   for (const [args, pattern] of cases) {
@@ -190,6 +193,20 @@ test('names are own-property lookups; thread counts, stray method options and --
   const cmd = fastkv('constructor');
   assert.equal(cmd.code, 2);
   assert.match(cmd.stderr, /unknown command "constructor"/);
+});
+
+test('bench --concurrency: one sequence and more decode together, per method, as JSON', () => {
+  const r = fastkv('bench', '--model', path.join(ROOT, 'test', 'fixtures', 'retrieval-3M'), '--concurrency', '3', '--lengths', '96',
+    '--decode-tokens', '4', '--threads', '1', '--json', '-');
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { results: { method: string; concurrency: number; aggregateTokensPerSecond: number; meanBatch: number; kvBytes: number }[] };
+  assert.deepEqual(out.results.map((x) => `${x.method}:${x.concurrency}`), ['full:1', 'full:3', 'fastkv:1', 'fastkv:3']);
+  for (const x of out.results) {
+    assert.ok(x.aggregateTokensPerSecond > 0, JSON.stringify(x));
+    assert.equal(x.meanBatch, x.concurrency, 'every step served every sequence');
+  }
+  const kv = (m: string, c: number) => out.results.find((x) => x.method === m && x.concurrency === c)!.kvBytes;
+  assert.ok(kv('full', 3) > 2.9 * kv('full', 1) && kv('fastkv', 3) < kv('full', 3), 'KV bytes add up per sequence; fastkv holds less');
 });
 
 test('piping output into head ends quietly, without an EPIPE stack', () => {

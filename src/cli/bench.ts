@@ -71,23 +71,15 @@ Progress goes to stderr (on a terminal); the table or JSON to stdout. Expect min
 an 8192-token prefill of qwen2.5-0.5b is about 9 TFLOP.
 `;
 
-/** --concurrency: sequence counts from 1 to MAX_BATCH. */
-function parseConcurrency(text: string): number[] {
+/** A comma-separated list of integers from 1 to `max` (--lengths, --concurrency); `what` names one item. */
+function parseIntegerList(flag: string, text: string, what: string, max = Number.MAX_SAFE_INTEGER): number[] {
   const parts = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  if (parts.length === 0) throw new RequestError(`--concurrency must list at least one number of sequences, got ${quoted(text)}`);
+  if (parts.length === 0) throw new RequestError(`${flag} must list at least one ${what}, got ${quoted(text)}`);
   return parts.map((p) => {
     const n = Number(p);
-    if (!Number.isSafeInteger(n) || n < 1 || n > MAX_BATCH) throw new RequestError(`--concurrency: ${quoted(p)} is not an integer from 1 to ${MAX_BATCH}`);
-    return n;
-  });
-}
-
-function parseLengths(text: string): number[] {
-  const parts = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  if (parts.length === 0) throw new RequestError(`--lengths must list at least one prompt length, got "${text}"`);
-  return parts.map((p) => {
-    const n = Number(p);
-    if (!Number.isSafeInteger(n) || n < 1) throw new RequestError(`--lengths: "${p}" is not a positive integer`);
+    if (!Number.isSafeInteger(n) || n < 1 || n > max) {
+      throw new RequestError(`${flag}: ${quoted(p)} is not ${max === Number.MAX_SAFE_INTEGER ? 'a positive integer' : `an integer from 1 to ${max}`}`);
+    }
     return n;
   });
 }
@@ -130,7 +122,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
   }
   const shape = values.shape ?? DEFAULT_SHAPE;
   if (!hasOwn(SHAPES, shape)) throw new RequestError(`--shape must be one of ${Object.keys(SHAPES).join(', ')}, got ${quoted(shape)}`);
-  const lengths = values.lengths !== undefined ? parseLengths(values.lengths) : [...DEFAULT_LENGTHS];
+  const lengths = values.lengths !== undefined ? parseIntegerList('--lengths', values.lengths, 'prompt length') : [...DEFAULT_LENGTHS];
   const decodeTokens = numberFlag(values, 'decode-tokens', { integer: true, min: 0 }) ?? DEFAULT_DECODE_TOKENS;
   const threads = threadsFlag(values);
   const seed = numberFlag(values, 'seed', { integer: true, min: 0, max: Number.MAX_SAFE_INTEGER }) ?? 0;
@@ -143,7 +135,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
   // The checkpoint's folder names the default calibration file of --tsp-layer auto.
   const checkpointDir = values.model !== undefined ? path.resolve(values.model) : path.join(path.resolve(values['cache-dir'] ?? DEFAULT_CACHE_DIR), `${shape}-seed${seed}`);
   const sharedOptions = compressionOptionsFromFlags(values, checkpointDir);
-  const concurrency = values.concurrency !== undefined ? parseConcurrency(values.concurrency) : undefined;
+  const concurrency = values.concurrency !== undefined ? parseIntegerList('--concurrency', values.concurrency, 'number of sequences', MAX_BATCH) : undefined;
   if (concurrency && values['context-reuse']) throw new RequestError('--concurrency and --context-reuse are separate benchmarks: give one');
   if (values.methods === undefined && !values['context-reuse'] && !concurrency && Object.keys(sharedOptions).length > 0) {
     throw new RequestError(`${optionFlagNames(sharedOptions).join(', ')}: method options need --methods (see fastkv bench --help)`);
