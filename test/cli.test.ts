@@ -119,6 +119,7 @@ test('compress saves a context that generate --context continues as if given the
     [['compress', '--prompt', 'x'], /--out/],
     [['generate', '--context', out, '--prompt', 'x', '--method', 'snapkv'], /leave out --method/],
     [['generate', '--context', doc, '--prompt', 'x'], /doc\.txt/],
+    [['compress', '--prompt', 'x', '--out', path.join(dir, 'q9.kv'), '--dtype', 'q9'], /--dtype/],
   ];
   for (const [args, pattern] of bad) {
     const e = fastkv(...args);
@@ -126,6 +127,16 @@ test('compress saves a context that generate --context continues as if given the
     assert.match(e.stderr, pattern);
     assert.doesNotMatch(e.stderr, /unexpected error/);
   }
+
+  // A context compressed at q8 continues at q8 only: the weight format is part of the model's fingerprint.
+  const q8 = path.join(dir, 'doc-q8.kv');
+  assert.equal(fastkv('compress', '--prompt-file', doc, '--out', q8, '--threads', '1', '--dtype', 'q8').code, 0);
+  const same = fastkv('generate', '--context', q8, '--prompt', '', '--max-tokens', '3', '--threads', '1', '--dtype', 'q8');
+  assert.equal(same.code, 0, same.stderr);
+  const other = fastkv('generate', '--context', q8, '--prompt', '', '--max-tokens', '3', '--threads', '1');
+  assert.notEqual(other.code, 0);
+  assert.match(other.stderr, /saved from another model/);
+  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 /** Runs the CLI with a shell (pipes, FIFOs); returns code and output. */

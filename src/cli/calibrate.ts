@@ -10,7 +10,7 @@ import { Model } from '../engine/model.js';
 import { calibrateTspLayer } from '../eval/calibrate.js';
 import { loadHaystack, type Haystack } from '../eval/haystack.js';
 import { ProgressBar, formatTable } from '../report.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag } from './args.js';
+import { DEFAULT_MODEL_DIR, DTYPE_HELP, dtypeFlag, numberFlag, progressDone, progressLine, threadsFlag } from './args.js';
 import { MAX_TEXT_BYTES, checkOutputFile, readTextFile, writeFileAtomic } from '../files.js';
 import { defaultCalibrationFile } from './compression-flags.js';
 
@@ -35,6 +35,7 @@ Options:
                      looks); never written into the model folder unless you name a file there
   --force            overwrite --out if it exists
   --threads N        ONNX Runtime threads (default: one per core)
+${DTYPE_HELP}
   -h, --help         show this help
 `;
 
@@ -50,7 +51,7 @@ export async function calibrateCommand(argv: string[]): Promise<void> {
     options: {
       model: { type: 'string' }, text: { type: 'string' }, samples: { type: 'string' }, length: { type: 'string' },
       'tsp-rate': { type: 'string' }, 'max-layer': { type: 'string' }, tolerance: { type: 'string' },
-      out: { type: 'string' }, force: { type: 'boolean' }, threads: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      out: { type: 'string' }, force: { type: 'boolean' }, threads: { type: 'string' }, dtype: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true, allowPositionals: false,
   });
@@ -63,7 +64,7 @@ export async function calibrateCommand(argv: string[]): Promise<void> {
   const out = checkOutputFile(values.out ?? defaultCalibrationFile(modelDir), { flag: '--out', force: values.force });
   const haystack = values.text !== undefined ? readText(values.text) : loadHaystack();
 
-  const model = await Model.load(modelDir, { threads, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
+  const model = await Model.load(modelDir, { threads, dtype: dtypeFlag(values), onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
   progressDone();
   try {
     const c = model.config;

@@ -8,7 +8,7 @@ import { RequestError } from '../errors.js';
 import { Model } from '../engine/model.js';
 import { compressContext } from '../engine/context.js';
 import { checkOutputPath } from '../engine/context-file.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
+import { DEFAULT_MODEL_DIR, DTYPE_HELP, dtypeFlag, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
 import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionFromFlags } from './compression-flags.js';
 import { readPromptFile } from './generate.js';
 
@@ -28,6 +28,8 @@ Prints the tokens, the KV bytes kept and the time the prefill took.
   --system TEXT          System message (with --chat).
   --max-context N        Most tokens the document may have (default: max_position_embeddings).
   --threads N            ONNX Runtime threads (default: one per core).
+${DTYPE_HELP}
+                         (a context continues only on a model loaded with the same --dtype)
   --json                 Print one JSON object instead of a line.
 
 ${COMPRESSION_HELP}`;
@@ -38,7 +40,7 @@ export async function compressCommand(argv: string[]): Promise<void> {
     options: {
       model: { type: 'string' }, prompt: { type: 'string' }, 'prompt-file': { type: 'string' }, out: { type: 'string' },
       chat: { type: 'boolean' }, system: { type: 'string' }, 'max-context': { type: 'string' },
-      threads: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      threads: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       ...COMPRESSION_FLAGS,
     },
     strict: true,
@@ -54,7 +56,7 @@ export async function compressCommand(argv: string[]): Promise<void> {
   const compression = compressionFromFlags(values);
   const maxContext = numberFlag(values, 'max-context', { integer: true, min: 1 });
   const model = await Model.load(values.model ?? DEFAULT_MODEL_DIR, {
-    threads: threadsFlag(values), onWarning: warnOnStderr,
+    threads: threadsFlag(values), dtype: dtypeFlag(values), onWarning: warnOnStderr,
     onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
   });
   progressDone();

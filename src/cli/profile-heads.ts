@@ -15,7 +15,7 @@ import { loadHaystack } from '../eval/haystack.js';
 import { bottomHeads, profileHeads, rankHeads, writeHeadMaskedCheckpoint } from '../eval/head-profile.js';
 import { NIAH_PRESETS, niahCases, runNiah } from '../eval/niah.js';
 import { ProgressBar, formatTable } from '../report.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag } from './args.js';
+import { DEFAULT_MODEL_DIR, DTYPE_HELP, dtypeFlag, numberFlag, progressDone, progressLine, threadsFlag } from './args.js';
 import { checkOutputFile } from '../files.js';
 
 export const PROFILE_HEADS_HELP = `Usage: fastkv profile-heads [--model DIR] [--samples K] [--length N] [--out FILE] [options]
@@ -41,6 +41,7 @@ Options:
                      silenced, and with the N lowest-ranked heads outside layer 0 silenced (o_proj columns
                      zeroed; layer 0's heads score near zero yet everything reads through them)
   --threads N        ONNX Runtime threads (default: one per core)
+${DTYPE_HELP}
   -h, --help         show this help
 `;
 
@@ -50,7 +51,7 @@ export async function profileHeadsCommand(argv: string[]): Promise<void> {
     options: {
       model: { type: 'string' }, samples: { type: 'string' }, length: { type: 'string' }, preset: { type: 'string' },
       haystack: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' },
-      verify: { type: 'string' }, threads: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      verify: { type: 'string' }, threads: { type: 'string' }, dtype: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true, allowPositionals: false,
   });
@@ -66,7 +67,8 @@ export async function profileHeadsCommand(argv: string[]): Promise<void> {
   const preset = values.preset;
   if (preset !== undefined && !Object.hasOwn(NIAH_PRESETS, preset)) throw new RequestError(`--preset must be one of ${Object.keys(NIAH_PRESETS).join(', ')}, got "${preset}"`);
 
-  const model = await Model.load(modelDir, { threads, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
+  const dtype = dtypeFlag(values);
+  const model = await Model.load(modelDir, { threads, dtype, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`) });
   progressDone();
   const c = model.config;
   const length = numberFlag(values, 'length', { integer: true, min: 1, max: c.maxPositionEmbeddings }) ?? Math.min(2048, c.maxPositionEmbeddings);
@@ -98,7 +100,7 @@ export async function profileHeadsCommand(argv: string[]): Promise<void> {
     for (const [label, heads] of Object.entries(sets)) {
       const dir = heads.length === 0 ? modelDir : path.join(tmp, label.replace(' ', '-'));
       if (heads.length > 0) writeHeadMaskedCheckpoint(modelDir, dir, heads, c.headDim);
-      const masked = await Model.load(dir, { threads });
+      const masked = await Model.load(dir, { threads, dtype });
       try {
         const options = { haystack, lengths: [length], depths: Array.from({ length: samples }, (_, i) => (samples === 1 ? 50 : Math.round((100 * i) / (samples - 1)))), preset, seed: seed + 1 };
         const cases = niahCases(masked.tokenizer, options);

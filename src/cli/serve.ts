@@ -7,8 +7,9 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { RequestError } from '../errors.js';
 import { Model } from '../engine/model.js';
-import { createServer } from '../serve/server.js';
-import { DEFAULT_MODEL_DIR, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
+import { DEFAULT_PARALLEL, createServer } from '../serve/server.js';
+import { MAX_BATCH } from '../engine/batcher.js';
+import { DEFAULT_MODEL_DIR, DTYPE_HELP, dtypeFlag, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
 import { COMPRESSION_FLAGS, COMPRESSION_HELP, compressionFromFlags } from './compression-flags.js';
 
 export const SERVE_HELP = `Usage: fastkv serve [--model DIR] [--host 127.0.0.1] [--port 8080] [options]
@@ -30,6 +31,7 @@ contexts through "context_id"; timings in the "fastkv" field of each response.
   --max-contexts N         Most contexts kept (default 32).
   --cors ORIGIN            Allow cross-origin requests from ORIGIN (default: none).
   --threads N              ONNX Runtime threads (default: one per core).
+${DTYPE_HELP}
   --quiet                  No request log on stderr.
   -h, --help               Show this help.
 
@@ -43,7 +45,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
       model: { type: 'string' }, host: { type: 'string' }, port: { type: 'string' }, 'api-key': { type: 'string' },
       parallel: { type: 'string' }, 'max-queue': { type: 'string' }, 'max-prompt-tokens': { type: 'string' },
       'max-body-bytes': { type: 'string' }, 'context-dir': { type: 'string' }, 'max-contexts': { type: 'string' },
-      cors: { type: 'string' }, threads: { type: 'string' }, quiet: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      cors: { type: 'string' }, threads: { type: 'string' }, dtype: { type: 'string' }, quiet: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       ...COMPRESSION_FLAGS,
     },
     strict: true,
@@ -64,7 +66,9 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const threads = threadsFlag(values);
   const log = values.quiet ? undefined : (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
   const model = await Model.load(values.model ?? DEFAULT_MODEL_DIR, {
-    threads, onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
+    threads, dtype: dtypeFlag(values), onWarning: warnOnStderr, onProgress: (p) => progressLine(`loading ${p.stage} ${p.done}/${p.total}`),
+    // Requests generating at once decode together: the batch holds them all (up to its limit).
+    batching: { maxBatch: Math.min(options.parallel ?? DEFAULT_PARALLEL, MAX_BATCH) },
   });
   progressDone();
   const server = await createServer({
