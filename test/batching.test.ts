@@ -13,6 +13,7 @@ import { decodeBatchStep, decodeStep, prefill } from '../src/engine/forward.js';
 import { resolvePolicy, type CompressionSpec } from '../src/compress/registry.js';
 import { ropeFrequencies } from '../src/model/config.js';
 import { ConfigError } from '../src/errors.js';
+import type { BatchSeat } from '../src/engine/batcher.js';
 import { FIXTURES, STORIES, TINY_MODELS, maxAbsDiff, storyText } from './helpers.js';
 
 /** A prompt of `n` token ids in [3, vocab), different for each `seed`. */
@@ -224,5 +225,39 @@ test('bad batching options are refused, naming the option', async () => {
   ] as const) {
     assert.throws(() => model.setBatching(options as never), (e: unknown) => e instanceof ConfigError && pattern.test((e as Error).message));
     await assert.rejects(Model.load(STORIES, { threads: 1, batching: options as never }), pattern);
+  }
+});
+
+test('non-finite logits in one sequence fail that sequence alone; the others in its step go on', async () => {
+  const model = await Model.load(path.join(FIXTURES, 'tiny-llama3'), { threads: 1 });
+  try {
+    const c = model.config;
+    const seqs = [];
+    for (let s = 0; s < 3; s++) {
+      const p = await prefill(model, Int32Array.from(ids(20 + 5 * s, s, c.vocabSize)), { decodeCapacity: 4 });
+      seqs.push({ p, invFreq: ropeFrequencies(c, p.nextPosition + 4).invFreq, alone: p.cache.clone() });
+    }
+    seqs[1].p.cache.layer(0).live(0).keys.fill(Number.NaN);       // poisons the middle sequence's attention
+    const seats: BatchSeat[] = [];
+    for (const s of seqs) {
+      const seat = await model.batcher.admit();
+      seat.join(s.p.cache, s.invFreq);
+      seats.push(seat);
+    }
+    try {
+      const results = await Promise.allSettled(seqs.map((s, i) => seats[i].step(7, s.p.nextPosition)));
+      assert.equal(results[1].status, 'rejected');
+      assert.match(String((results[1] as PromiseRejectedResult).reason), /NaN logit/);
+      for (const i of [0, 2]) {
+        assert.equal(results[i].status, 'fulfilled');
+        const expected = await decodeStep(model, seqs[i].alone, 7, seqs[i].p.nextPosition, seqs[i].invFreq);
+        assert.ok(maxAbsDiff((results[i] as PromiseFulfilledResult<Float32Array>).value, expected) < 1e-4);
+      }
+      assert.equal(model.batcher.stats.largestBatch, 3, 'the three were one step');
+    } finally {
+      for (const seat of seats) seat.leave();
+    }
+  } finally {
+    await model.dispose();
   }
 });
