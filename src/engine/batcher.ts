@@ -131,7 +131,7 @@ export class DecodeBatcher {
   }
 
   /** @internal */
-  request(seat: Seat, member: BatchMember): Promise<Float32Array> {
+  request(member: BatchMember): Promise<Float32Array> {
     if (!this.limits) return decodeStep(this.model, member.cache, member.token, member.positionId, member.invFreq);
     return new Promise<Float32Array>((resolve, reject) => {
       this.pending.push({ member, resolve, reject });
@@ -219,7 +219,7 @@ class Seat implements BatchSeat {
     if (this.busy) throw new Error('BatchSeat.step while a step of this sequence is running');
     this.busy = true;
     try {
-      return await this.batcher.request(this, { cache: this.cache, token, positionId, invFreq: this.invFreq });
+      return await this.batcher.request({ cache: this.cache, token, positionId, invFreq: this.invFreq });
     } finally {
       this.busy = false;
     }
