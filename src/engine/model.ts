@@ -91,6 +91,11 @@ export class Model {
   /** Zero-size stand-ins for the inputs a branch does not read (every graph input must be fed). */
   private readonly fillers: Feeds;
   private batcherOf: DecodeBatcher;
+  /** The `mode` input of each branch, and the names of its outputs in the layer model (the only ones fetched). */
+  private readonly modeRuns = new Map(LAYER_MODES.map((mode, k) => [mode, {
+    input: i64(BigInt64Array.of(BigInt(k)), []),
+    fetches: modeOutputs(mode).map((_, i) => layerOutput(mode, i)),
+  }]));
 
   private constructor(
     readonly dir: string,
@@ -211,13 +216,12 @@ export class Model {
 
   /**
    * Runs layer `layer`'s `mode` branch on `feeds` (inputs the branch does not read may be left out) and returns
-   * its outputs by name (ATTN / MLP / DECODE).
+   * its outputs by name (ATTN / MLP / DECODE); only those are fetched.
    */
   async runLayer(layer: number, mode: LayerMode, feeds: Feeds): Promise<Record<string, OrtTensor>> {
     const t0 = performance.now();
-    const out = await this.layerSessions[layer].run({
-      ...this.fillers, ...feeds, [LAYER.mode]: i64(BigInt64Array.of(BigInt(LAYER_MODES.indexOf(mode))), []),
-    });
+    const { input, fetches } = this.modeRuns.get(mode)!;
+    const out = await this.layerSessions[layer].run({ ...this.fillers, ...feeds, [LAYER.mode]: input }, fetches);
     this.modeMs[mode] += performance.now() - t0;
     const named: Record<string, OrtTensor> = {};
     modeOutputs(mode).forEach((name, i) => { named[name] = out[layerOutput(mode, i)]; });

@@ -17,7 +17,7 @@
  */
 import type { ModelConfig } from '../model/config.js';
 import { GraphBuilder } from './builder.js';
-import { applyRope, rmsNorm, ropeTables, swiGlu } from './ops.js';
+import { addRmsNorm, applyRope, fusedRmsNorm, rmsNorm, ropeTables, swiGlu } from './ops.js';
 
 /** A layer's weights as the branch graphs see them. */
 export interface LayerParams {
@@ -94,32 +94,36 @@ export const BRANCH_OUTPUTS = {
 } as const;
 
 /**
- * Input norm → fused QKV (+ bias) → Qwen3's per-head q/k norm → RoPE at `positionIds`. Returns q [n, H·d] and k [n, Hkv·d] with RoPE applied, and v [n, Hkv·d].
+ * Input norm → fused QKV (+ bias) → Qwen3's per-head q/k norm → RoPE at `positionIds`. Returns q [1, n, H·d] and
+ * k [1, n, Hkv·d] with RoPE applied, and v [1, n, Hkv·d] (batched, as GroupQueryAttention and RotaryEmbedding
+ * take them). Without q/k norms, queries and keys are rotated together in one RotaryEmbedding node. `norm` is
+ * the RMSNorm form (see `fusedRmsNorm`).
  */
-function projectQkv(g: GraphBuilder, c: ModelConfig, p: LayerParams, hidden: string, positionIds: string, invFreq: string, attentionScaling: number) {
+function projectQkv(g: GraphBuilder, c: ModelConfig, p: LayerParams, hidden: string, positionIds: string, invFreq: string, attentionScaling: number,
+  norm: typeof rmsNorm) {
   const { numHeads: H, numKvHeads: Hkv, headDim: d } = c;
   const qSize = H * d;
   const kvSize = Hkv * d;
-  const wQNorm = c.qkNorm ? p.vector('qNorm') : undefined;
-  const wKNorm = c.qkNorm ? p.vector('kNorm') : undefined;
 
-  const normed = rmsNorm(g, hidden, p.vector('inputNorm'), c.rmsNormEps);
-  const [q, k, v] = g.opN('Split', [p.linear(g, normed, 'qkv'), g.int64([qSize, kvSize, kvSize])], 3, { axis: -1 });
-
-  // Qwen3 normalizes each head's query and key before RoPE.
-  const qIn = wQNorm ? g.op('Reshape', [rmsNorm(g, g.op('Reshape', [q, g.int64([0, H, d])]), wQNorm, c.rmsNormEps), g.int64([0, qSize])]) : q;
-  const kIn = wKNorm ? g.op('Reshape', [rmsNorm(g, g.op('Reshape', [k, g.int64([0, Hkv, d])]), wKNorm, c.rmsNormEps), g.int64([0, kvSize])]) : k;
-
+  const normed = norm(g, hidden, p.vector('inputNorm'), c.rmsNormEps);
+  const qkv = g.op('Unsqueeze', [p.linear(g, normed, 'qkv'), g.int64([0])]);                      // [1, n, (H+2Hkv)·d]
   const { cos, sin } = ropeTables(g, positionIds, invFreq, attentionScaling);
-  const qRot = g.op('Reshape', [applyRope(g, qIn, H, d, cos, sin), g.int64([0, qSize])]);  // [n, H·d]
-  const kRot = g.op('Reshape', [applyRope(g, kIn, Hkv, d, cos, sin), g.int64([0, kvSize])]);
-
+  if (!c.qkNorm) {
+    const [qk, v] = g.opN('Split', [qkv, g.int64([qSize + kvSize, kvSize])], 2, { axis: -1 });
+    const [qRot, kRot] = g.opN('Split', [applyRope(g, qk, H + Hkv, cos, sin), g.int64([qSize, kvSize])], 2, { axis: -1 });
+    return { qRot, kRot, v };
+  }
+  // Qwen3 normalizes each head's query and key before RoPE.
+  const [q, k, v] = g.opN('Split', [qkv, g.int64([qSize, kvSize, kvSize])], 3, { axis: -1 });
+  const headNorm = (x: string, heads: number, w: string) =>
+    g.op('Reshape', [norm(g, g.op('Reshape', [x, g.int64([0, 0, heads, d])]), w, c.rmsNormEps), g.int64([0, 0, heads * d])]);
+  const qRot = applyRope(g, headNorm(q, H, p.vector('qNorm')), H, cos, sin);
+  const kRot = applyRope(g, headNorm(k, Hkv, p.vector('kNorm')), Hkv, cos, sin);
   return { qRot, kRot, v };
 }
 
-/** Post-attention norm → SwiGLU → residual. */
-function mlpBlock(g: GraphBuilder, c: ModelConfig, p: LayerParams, hidden: string): string {
-  const normed = rmsNorm(g, hidden, p.vector('postNorm'), c.rmsNormEps);
+/** SwiGLU → residual, for `normed` = the post-attention norm of `hidden`. */
+function mlpBlock(g: GraphBuilder, c: ModelConfig, p: LayerParams, hidden: string, normed: string): string {
   return g.op('Add', [hidden, swiGlu(g, normed, (x) => p.linear(g, x, 'gateUp'), (x) => p.linear(g, x, 'down'), c.intermediateSize)]);
 }
 
@@ -131,28 +135,27 @@ export function buildAttentionGraph(g: GraphBuilder, c: ModelConfig, attentionSc
   const invFreq = g.input(ATTN.invFreq, 'float', [d / 2]);
   const windowStart = g.input(ATTN.windowStart, 'int64', [1]);
 
-  const { qRot, kRot, v } = projectQkv(g, c, p, hidden, positionIds, invFreq, attentionScaling);
+  const { qRot, kRot, v } = projectQkv(g, c, p, hidden, positionIds, invFreq, attentionScaling, rmsNorm);
 
   // GroupQueryAttention wants [batch, n, heads·d]; causal in row order, which is position order (rows ascend).
   // No past: the "present" outputs are this layer's keys and values, [1, Hkv, n, d].
-  const batched = (x: string) => g.op('Unsqueeze', [x, g.int64([0])]);
   const n = g.op('Cast', [g.op('Shape', [hidden], { start: 0, end: 1 })], { to: 6 /* INT32 */ }); // [1]
   const seqlensK = g.op('Sub', [n, g.op('Cast', [g.int64([1])], { to: 6 })]);              // [1]: n − 1
   const totalLength = g.op('Squeeze', [n, g.int64([0])]);
   const [attn, presentKey, presentValue] = g.msOpN('GroupQueryAttention',
-    [batched(qRot), batched(kRot), batched(v), '', '', seqlensK, totalLength], 3,
+    [qRot, kRot, v, '', '', seqlensK, totalLength], 3,
     { num_heads: H, kv_num_heads: Hkv, scale: { float: 1 / Math.sqrt(d) }, local_window_size: c.slidingWindow ?? -1 });
   const attnOut = p.linear(g, g.op('Squeeze', [attn, g.int64([0])]), 'o');
 
   // Outputs: [n, D], [1, Hkv, n, d] twice, [n − windowStart, H·d].
-  const windowQueries = g.op('Slice', [qRot, windowStart, g.int64([Number.MAX_SAFE_INTEGER]), g.int64([0])]);
+  const windowQueries = g.op('Squeeze', [g.op('Slice', [qRot, windowStart, g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])]), g.int64([0])]);
   return [g.op('Add', [hidden, attnOut]), presentKey, presentValue, windowQueries];
 }
 
 /** Adds the prefill MLP branch to `g`; returns its output [n, hidden]. */
 export function buildMlpGraph(g: GraphBuilder, c: ModelConfig, p: LayerParams): string[] {
   const hidden = g.input(MLP.hidden, 'float', ['n', c.hiddenSize]);
-  return [mlpBlock(g, c, p, hidden)];
+  return [mlpBlock(g, c, p, hidden, rmsNorm(g, hidden, p.vector('postNorm'), c.rmsNormEps))];
 }
 
 /** Adds the head to `g`: final norm → logits [n, vocab] through `lmHead`. */
@@ -176,16 +179,18 @@ export function buildDecodeGraph(g: GraphBuilder, c: ModelConfig, attentionScali
   const positionIds = g.input(DECODE.positionIds, 'int64', [1]);
   const invFreq = g.input(DECODE.invFreq, 'float', [d / 2]);
 
-  const projected = projectQkv(g, c, p, hidden, positionIds, invFreq, attentionScaling);
+  const projected = projectQkv(g, c, p, hidden, positionIds, invFreq, attentionScaling, fusedRmsNorm);
   const repeat = (x: string) => repeatKv ? repeatKvHeads(g, x, c.numKvHeads, H / c.numKvHeads, d) : x;
   const { qRot } = projected;
   const kRot = repeat(projected.kRot);
   const v = repeat(projected.v);
   const attn = attendOverCache(g, qRot, kRot, v, Hkv, G, d);
-  const afterAttn = g.op('Add', [hidden, p.linear(g, attn, 'o')]);
+  // The residual add and the post-attention norm in one node.
+  const { sum: afterAttn, normed } = addRmsNorm(g, p.linear(g, attn, 'o'), hidden, p.vector('postNorm'), c.rmsNormEps);
 
   // Outputs, in the order of BRANCH_OUTPUTS.decode: [1, D], [Hkv, d], [Hkv, d], [1, H·d].
-  return [mlpBlock(g, c, p, afterAttn), g.op('Reshape', [kRot, g.int64([Hkv, d])]), g.op('Reshape', [v, g.int64([Hkv, d])]), qRot];
+  return [mlpBlock(g, c, p, afterAttn, normed), g.op('Reshape', [kRot, g.int64([Hkv, d])]), g.op('Reshape', [v, g.int64([Hkv, d])]),
+    g.op('Reshape', [qRot, g.int64([1, H * d])])];
 }
 
 /** Adds the batched decode's first branch to `g`: B rows, each at its own position → [q, k, v] (RoPE applied). */
@@ -193,16 +198,19 @@ export function buildDecodeProjectGraph(g: GraphBuilder, c: ModelConfig, attenti
   const hidden = g.input(BATCH.hidden, 'float', ['batch', c.hiddenSize]);
   const positionIds = g.input(BATCH.positionIds, 'int64', ['batch']);
   const rowInvFreq = g.input(BATCH.rowInvFreq, 'float', ['batch', c.headDim / 2]);
-  // positions [B, 1] · frequencies [B, d/2]: each row with its own, the same products as the one-sequence step.
-  const { qRot, kRot, v } = projectQkv(g, c, p, hidden, positionIds, rowInvFreq, attentionScaling);
-  return [qRot, kRot, v];
+  // positions [B, 1] · frequencies [B, d/2]: each row with its own, the same products as the one-sequence step;
+  // the same fused norm as the one-sequence decode branch, so both steps compute alike.
+  const { qRot, kRot, v } = projectQkv(g, c, p, hidden, positionIds, rowInvFreq, attentionScaling, fusedRmsNorm);
+  const rows = (x: string) => g.op('Squeeze', [x, g.int64([0])]);                                 // [1, B, ·] → [B, ·]
+  return [rows(qRot), rows(kRot), rows(v)];
 }
 
 /** Adds the batched decode's second branch to `g`: hidden + o_proj(attention) → MLP block, for B rows. */
 export function buildDecodeFinishGraph(g: GraphBuilder, c: ModelConfig, p: LayerParams): string[] {
   const hidden = g.input(BATCH.hidden, 'float', ['batch', c.hiddenSize]);
   const attention = g.input(BATCH.attention, 'float', ['batch', c.numHeads * c.headDim]);
-  return [mlpBlock(g, c, p, g.op('Add', [hidden, p.linear(g, attention, 'o')]))];
+  const { sum, normed } = addRmsNorm(g, p.linear(g, attention, 'o'), hidden, p.vector('postNorm'), c.rmsNormEps);
+  return [mlpBlock(g, c, p, sum, normed)];
 }
 
 /** The cache layout of one sequence in a batched step: its cache heads (numKvHeads, or numHeads when repeated). */
@@ -254,27 +262,32 @@ function repeatKvHeads(g: GraphBuilder, x: string, Hkv: number, G: number, d: nu
 /**
  * Attention of one token over a ragged cache: for each cache head h, its G query heads attend to the head's
  * own entries (input `cache_keys_h` / `cache_values_h`, [length_h, d]) and to the new key and value; softmax
- * over both. Declares the cache inputs. q [1, Hc·G·d], kNew and vNew [1, Hc·d]; returns [1, Hc·G·d].
+ * over both. Declares the cache inputs. q [.., Hc·G·d], kNew and vNew [.., Hc·d]; returns [1, Hc·G·d].
+ *
+ * Per head it takes 6 nodes (q·Kᵀ, concat with the own score, softmax, two slices, P·V); the new token's
+ * score and value are handled for all heads at once, outside the loop, since every step costs per node.
  */
 export function attendOverCache(g: GraphBuilder, qRot: string, kRot: string, v: string, Hc: number, G: number, d: number): string {
   const scale = { float: 1 / Math.sqrt(d) };
   const q = g.op('Reshape', [qRot, g.int64([Hc, G, d])]);             // query heads grouped by cache head
   const kNew = g.op('Reshape', [kRot, g.int64([Hc, 1, d])]);
   const vNew = g.op('Reshape', [v, g.int64([Hc, 1, d])]);
+  const own = g.msOpN('FusedMatMul', [q, kNew], 1, { transB: 1, alpha: scale })[0];        // [Hc, G, 1]
+  const perHead = (x: string) => (Hc === 1 ? [x] : g.opN('Split', [x, g.int64(Array(Hc).fill(1))], Hc, { axis: 0 }));
+  const qs = perHead(q);                                                                      // [1, G, d] each
+  const owns = perHead(own);                                                                  // [1, G, 1] each
   const big = Number.MAX_SAFE_INTEGER;
-  const heads: string[] = [];
+  const pastOut: string[] = [];
+  const ownProbs: string[] = [];
   for (let h = 0; h < Hc; h++) {
     const keys = g.input(DECODE.cacheKeys(h), 'float', [`length_${h}`, d]);
     const values = g.input(DECODE.cacheValues(h), 'float', [`length_${h}`, d]);
-    const index = g.int64([h], []);
-    const qh = g.op('Gather', [q, index]);                                                    // [G, d]
-    const past = g.msOpN('FusedMatMul', [qh, keys], 1, { transB: 1, alpha: scale })[0];      // [G, length_h]
-    const own = g.msOpN('FusedMatMul', [qh, g.op('Gather', [kNew, index])], 1, { transB: 1, alpha: scale })[0]; // [G, 1]
-    const probs = g.op('Softmax', [g.op('Concat', [past, own], { axis: 1 })], { axis: 1 });
-    const pPast = g.op('Slice', [probs, g.int64([0]), g.int64([-1]), g.int64([1])]);
-    const pOwn = g.op('Slice', [probs, g.int64([-1]), g.int64([big]), g.int64([1])]);
-    heads.push(g.op('Add', [g.op('MatMul', [pPast, values]), g.op('MatMul', [pOwn, g.op('Gather', [vNew, index])])])); // [G, d]
+    const past = g.msOpN('FusedMatMul', [qs[h], keys], 1, { transB: 1, alpha: scale })[0];  // [1, G, length_h]
+    const probs = g.op('Softmax', [g.op('Concat', [past, owns[h]], { axis: 2 })], { axis: 2 });
+    pastOut.push(g.op('MatMul', [g.op('Slice', [probs, g.int64([0]), g.int64([-1]), g.int64([2])]), values])); // [1, G, d]
+    ownProbs.push(g.op('Slice', [probs, g.int64([-1]), g.int64([big]), g.int64([2])]));                    // [1, G, 1]
   }
-  const all = Hc === 1 ? heads[0] : g.op('Concat', heads, { axis: 0 });                       // [Hc·G, d]
-  return g.op('Reshape', [all, g.int64([1, Hc * G * d])]);
+  const all = (xs: string[]) => (Hc === 1 ? xs[0] : g.op('Concat', xs, { axis: 0 }));
+  const out = g.op('Add', [all(pastOut), g.op('Mul', [all(ownProbs), vNew])]);                // [Hc, G, d]
+  return g.op('Reshape', [out, g.int64([1, Hc * G * d])]);
 }

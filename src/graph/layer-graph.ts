@@ -9,7 +9,11 @@
  *   the others return empty tensors. Every branch reads the same outer-scope initializers, so a
  *   layer's weights are held (and prepacked) once whatever runs. The `If`s are siblings, never nested: ONNX
  *   Runtime 1.30 does not prepack initializers used two subgraph levels down (measured: a nested decode branch
- *   ran 190 ms per layer instead of 1.1 ms, q8). Outputs are named `<mode>_y<i>`.
+ *   ran 190 ms per layer instead of 1.1 ms, q8). Outputs are named `<mode>_y<i>`; a run fetches only its
+ *   branch's outputs (each output fetched costs about 1.7 µs per run in onnxruntime-node, even when empty).
+ *   Every input must still be fed: ONNX Runtime 1.30 reads an `If` branch's outer-scope values that are
+ *   initializers from the initializer, ignoring a feed, so inputs cannot have defaults here (tried: decoding
+ *   then saw empty caches).
  * - The head: final norm → LM head.
  * - The embedding: a `Gather` from the table as stored (F32, F16 or BF16, widened after the lookup), so lookups
  *   are exact and a 16-bit table takes half the memory of a float32 one.
