@@ -272,22 +272,24 @@ export function attendOverCache(g: GraphBuilder, qRot: string, kRot: string, v: 
   const q = g.op('Reshape', [qRot, g.int64([Hc, G, d])]);             // query heads grouped by cache head
   const kNew = g.op('Reshape', [kRot, g.int64([Hc, 1, d])]);
   const vNew = g.op('Reshape', [v, g.int64([Hc, 1, d])]);
-  const own = g.msOpN('FusedMatMul', [q, kNew], 1, { transB: 1, alpha: scale })[0];        // [Hc, G, 1]
-  const perHead = (x: string) => (Hc === 1 ? [x] : g.opN('Split', [x, g.int64(Array(Hc).fill(1))], Hc, { axis: 0 }));
-  const qs = perHead(q);                                                                      // [1, G, d] each
-  const owns = perHead(own);                                                                  // [1, G, 1] each
+  // The new token's score for every query head at once, as rows [Hc·G, 1].
+  const own = g.op('Reshape', [g.msOpN('FusedMatMul', [q, kNew], 1, { transB: 1, alpha: scale })[0], g.int64([Hc * G, 1])]);
+  // Per cache head, 2-D operands: [G, d] queries against [length_h, d] keys (a 3-D query here ran slower).
+  const perHead = (x: string) => (Hc === 1 ? [x] : g.opN('Split', [x, g.int64(Array(Hc).fill(G))], Hc, { axis: 0 }));
+  const qs = perHead(g.op('Reshape', [q, g.int64([Hc * G, d])]));                           // [G, d] each
+  const owns = perHead(own);                                                                  // [G, 1] each
   const big = Number.MAX_SAFE_INTEGER;
   const pastOut: string[] = [];
   const ownProbs: string[] = [];
   for (let h = 0; h < Hc; h++) {
     const keys = g.input(DECODE.cacheKeys(h), 'float', [`length_${h}`, d]);
     const values = g.input(DECODE.cacheValues(h), 'float', [`length_${h}`, d]);
-    const past = g.msOpN('FusedMatMul', [qs[h], keys], 1, { transB: 1, alpha: scale })[0];  // [1, G, length_h]
-    const probs = g.op('Softmax', [g.op('Concat', [past, owns[h]], { axis: 2 })], { axis: 2 });
-    pastOut.push(g.op('MatMul', [g.op('Slice', [probs, g.int64([0]), g.int64([-1]), g.int64([2])]), values])); // [1, G, d]
-    ownProbs.push(g.op('Slice', [probs, g.int64([-1]), g.int64([big]), g.int64([2])]));                    // [1, G, 1]
+    const past = g.msOpN('FusedMatMul', [qs[h], keys], 1, { transB: 1, alpha: scale })[0];  // [G, length_h]
+    const probs = g.op('Softmax', [g.op('Concat', [past, owns[h]], { axis: 1 })], { axis: 1 });
+    pastOut.push(g.op('MatMul', [g.op('Slice', [probs, g.int64([0]), g.int64([-1]), g.int64([1])]), values])); // [G, d]
+    ownProbs.push(g.op('Slice', [probs, g.int64([-1]), g.int64([big]), g.int64([1])]));                    // [G, 1]
   }
-  const all = (xs: string[]) => (Hc === 1 ? xs[0] : g.op('Concat', xs, { axis: 0 }));
-  const out = g.op('Add', [all(pastOut), g.op('Mul', [all(ownProbs), vNew])]);                // [Hc, G, d]
+  const all = (xs: string[], dims: number[]) => g.op('Reshape', [Hc === 1 ? xs[0] : g.op('Concat', xs, { axis: 0 }), g.int64(dims)]);
+  const out = g.op('Add', [all(pastOut, [Hc, G, d]), g.op('Mul', [all(ownProbs, [Hc, G, 1]), vNew])]); // [Hc, G, d]
   return g.op('Reshape', [out, g.int64([1, Hc * G * d])]);
 }
