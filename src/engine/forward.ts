@@ -234,23 +234,32 @@ export async function decodeStep(model: Model, cache: KvCache, token: number, po
       [DECODE.positionIds]: positionTensor,
       [DECODE.invFreq]: invFreqTensor,
     };
-    // Each head's live entries, viewed in place: the step attends over what is held, not over a capacity.
-    for (let h = 0; h < layerCache.numHeads; h++) {
-      const live = layerCache.live(h);
-      feeds[DECODE.cacheKeys(h)] = f32(live.keys, [live.length, c.headDim]);
-      feeds[DECODE.cacheValues(h)] = f32(live.values, [live.length, c.headDim]);
-    }
+    addCacheFeeds(feeds, layerCache, DECODE.cacheKeys, DECODE.cacheValues);
     const out = await model.runLayer(l, layerCache.group > 1 ? 'decodeRepeated' : 'decode', feeds);
     layerCache.append(dataF32(out[DECODE.newKey]), dataF32(out[DECODE.newValue]), positionId);
-    if (cache.decodeHook) {
-      await cache.decodeHook({
-        layer: l, cache: layerCache, query: dataF32(out[DECODE.query]),
-        scorer: (queries) => { const { keys, length } = layerCache.stackedKeys(); return createScorer(model, keys, length, queries); },
-      });
-    }
+    await runDecodeHook(model, cache, l, dataF32(out[DECODE.query]));
     hidden = dataF32(out[DECODE.hiddenOut]);
   }
   return runHead(model, hidden, 1);
+}
+
+/** Feeds each cache head's live entries, viewed in place: a step attends over what is held, not over a capacity. */
+function addCacheFeeds(feeds: Feeds, layerCache: LayerCache, keyName: (h: number) => string, valueName: (h: number) => string): void {
+  for (let h = 0; h < layerCache.numHeads; h++) {
+    const live = layerCache.live(h);
+    feeds[keyName(h)] = f32(live.keys, [live.length, layerCache.headDim]);
+    feeds[valueName(h)] = f32(live.values, [live.length, layerCache.headDim]);
+  }
+}
+
+/** The policy's hook after a decode step's layer `l` (PyramidInfer evicts while decoding), given the step's query. */
+async function runDecodeHook(model: Model, cache: KvCache, l: number, query: Float32Array): Promise<void> {
+  if (!cache.decodeHook) return;
+  const layerCache = cache.layer(l);
+  await cache.decodeHook({
+    layer: l, cache: layerCache, query,
+    scorer: (queries) => { const { keys, length } = layerCache.stackedKeys(); return createScorer(model, keys, length, queries); },
+  });
 }
 
 /** One sequence of a batched decode step: its cache, the token to feed, its position and rope frequencies. */
@@ -297,25 +306,12 @@ export async function decodeBatchStep(model: Model, members: readonly BatchMembe
       const key = keys.subarray(s * kvWidth, (s + 1) * kvWidth);
       const value = values.subarray(s * kvWidth, (s + 1) * kvWidth);
       lc.append(repeatHeads(key, lc.group, d), repeatHeads(value, lc.group, d), members[s].positionId);
-      for (let h = 0; h < lc.numHeads; h++) {
-        const live = lc.live(h);
-        feeds[BATCH_CACHE.keys(s, h)] = f32(live.keys, [live.length, d]);
-        feeds[BATCH_CACHE.values(s, h)] = f32(live.values, [live.length, d]);
-      }
+      addCacheFeeds(feeds, lc, (h) => BATCH_CACHE.keys(s, h), (h) => BATCH_CACHE.values(s, h));
     });
     const layout: BatchLayout = caches.map((lc) => (lc.group > 1 ? 'repeated' : 'kv'));
     const attention = (await (await model.batchAttention(layout)).run(feeds))[BATCH_CACHE.output];
 
-    for (let s = 0; s < B; s++) {
-      const hook = members[s].cache.decodeHook;
-      if (hook) {
-        const lc = caches[s];
-        await hook({
-          layer: l, cache: lc, query: queries.slice(s * qWidth, (s + 1) * qWidth),
-          scorer: (q) => { const { keys: k, length } = lc.stackedKeys(); return createScorer(model, k, length, q); },
-        });
-      }
-    }
+    for (let s = 0; s < B; s++) await runDecodeHook(model, members[s].cache, l, queries.slice(s * qWidth, (s + 1) * qWidth));
     const finished = await model.runLayer(l, 'decodeFinish', { [BATCH.hidden]: hiddenTensor, [BATCH.attention]: attention });
     hidden = dataF32(finished[BATCH.hiddenOut]);
   }
