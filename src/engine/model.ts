@@ -115,6 +115,7 @@ export class Model {
     readonly weightBytes: number,
     /** Bytes of the weights read per decoded token: every layer and the head (not the embedding table). */
     readonly decodeWeightBytes: number,
+    batching: Required<BatchingOptions> | null,
   ) {
     const { headDim: d } = config;
     // Inputs of the branches that do not run: every graph input must be fed. The decode branches take one cache
@@ -131,7 +132,7 @@ export class Model {
       fillers[DECODE.cacheValues(h)] = f32(new Float32Array(0), [0, d]);
     }
     this.fillers = fillers;
-    this.batcherOf = new DecodeBatcher(this, checkBatching(undefined, os.totalmem()));
+    this.batcherOf = new DecodeBatcher(this, batching);
   }
 
   /** The continuous batcher that concurrent `generate()` / `stream()` calls decode through. */
@@ -202,9 +203,8 @@ export class Model {
       const headSession = await compile('head', () => buildHeadModel(config, finalNorm, lmHead), true);
       progress({ stage: 'ready', done: 1, total: 1 });
       const model = new Model(path.resolve(dir), config, tokenizer, threads, dtype, layerSessions, headSession, embeddingSession,
-        weightBytes, decodeWeightBytes);
+        weightBytes, decodeWeightBytes, batching);
       model.generationDefaults = generationDefaults;
-      if (options.batching !== undefined) model.batcherOf = new DecodeBatcher(model, batching);
       return model;
     } catch (e) {
       await Promise.allSettled(sessions.map((s) => s.release()));
