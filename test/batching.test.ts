@@ -75,6 +75,17 @@ async function oneAfterAnother(model: Model, calls: readonly Call[]) {
   return out;
 }
 
+/**
+ * Runs `calls` one after another, then all at once, and asserts each call's tokens are the same both ways;
+ * returns both results for further checks.
+ */
+async function assertConcurrentAsAlone(model: Model, calls: readonly Call[]) {
+  const expected = await oneAfterAnother(model, calls);
+  const got = await Promise.all(calls.map((c) => generate(model, c.prompt, c.options)));
+  got.forEach((r, i) => assert.deepEqual(r.outputIds, expected[i].outputIds, `call ${i} (${r.method})`));
+  return { expected, got };
+}
+
 const storiesPromise = Model.load(STORIES, { threads: 1 });
 
 /** Calls with different prompts, lengths, methods and token limits on stories260K. */
@@ -90,12 +101,9 @@ function storyCalls(count: number): Call[] {
 for (const count of [1, 2, 3, 5, 8]) {
   test(`stories260K: ${count} concurrent generate() calls give the tokens of the same calls one after another`, async () => {
     const model = await storiesPromise;
-    const calls = storyCalls(count);
-    const expected = await oneAfterAnother(model, calls);
     const before = { ...model.batcher.stats };
-    const got = await Promise.all(calls.map((c) => generate(model, c.prompt, c.options)));
+    const { expected, got } = await assertConcurrentAsAlone(model, storyCalls(count));
     got.forEach((r, i) => {
-      assert.deepEqual(r.outputIds, expected[i].outputIds, `call ${i} (${r.method})`);
       assert.equal(r.finishReason, expected[i].finishReason);
       assert.equal(r.text, expected[i].text);
     });
@@ -110,9 +118,7 @@ test('a tiny family: concurrent calls with several methods equal the calls one a
     const calls: Call[] = METHODS.map((compression, i) => ({
       prompt: { ids: ids(30 + 11 * i, i + 3, v) }, options: { maxTokens: 4 + 3 * i, compression, temperature: 0, ignoreEos: true },
     }));
-    const expected = await oneAfterAnother(model, calls);
-    const got = await Promise.all(calls.map((c) => generate(model, c.prompt, c.options)));
-    got.forEach((r, i) => assert.deepEqual(r.outputIds, expected[i].outputIds, `call ${i} (${r.method})`));
+    await assertConcurrentAsAlone(model, calls);
     assert.ok(model.batcher.stats.largestBatch >= 4, `largest batch ${model.batcher.stats.largestBatch}`);
   } finally {
     await model.dispose();
@@ -157,9 +163,7 @@ test('seeded sampling gives the same tokens batched and alone', async () => {
     prompt: storyText(300).slice(50 * i),
     options: { maxTokens: 20, temperature: 0.9, topP: 0.95, topK: 40, seed: 100 + i, ignoreEos: true },
   }));
-  const expected = await oneAfterAnother(model, calls);
-  const got = await Promise.all(calls.map((c) => generate(model, c.prompt, c.options)));
-  got.forEach((r, i) => assert.deepEqual(r.outputIds, expected[i].outputIds, `call ${i}`));
+  await assertConcurrentAsAlone(model, calls);
 });
 
 test('maxBatch bounds the sequences admitted; the rest wait, and one aborted while waiting ends at once', async () => {
@@ -189,10 +193,7 @@ test('maxBatch bounds the sequences admitted; the rest wait, and one aborted whi
 test('maxKvBytes stops admission while the admitted caches hold that much', async () => {
   const model = await Model.load(STORIES, { threads: 1, batching: { maxKvBytes: 1 } });
   try {
-    const calls = storyCalls(3);
-    const expected = await oneAfterAnother(model, calls);
-    const got = await Promise.all(calls.map((c) => generate(model, c.prompt, c.options)));
-    got.forEach((r, i) => assert.deepEqual(r.outputIds, expected[i].outputIds));
+    await assertConcurrentAsAlone(model, storyCalls(3));
     assert.equal(model.batcher.stats.largestBatch, 1, 'one cache of any size fills the budget: sequences ran one at a time');
   } finally {
     await model.dispose();
@@ -202,10 +203,7 @@ test('maxKvBytes stops admission while the admitted caches hold that much', asyn
 test('batching off: concurrent calls decode alone, with the same tokens', async () => {
   const model = await Model.load(STORIES, { threads: 1, batching: false });
   try {
-    const calls = storyCalls(3);
-    const expected = await oneAfterAnother(model, calls);
-    const got = await Promise.all(calls.map((c) => generate(model, c.prompt, c.options)));
-    got.forEach((r, i) => assert.deepEqual(r.outputIds, expected[i].outputIds));
+    await assertConcurrentAsAlone(model, storyCalls(3));
     assert.equal(model.batcher.stats.steps, 0, 'no batched steps');
     assert.equal(model.batcher.limits, null);
   } finally {
