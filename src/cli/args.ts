@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { RequestError, printable } from '../errors.js';
+import { RequestError, printable, quoted } from '../errors.js';
 import { MAX_THREADS } from '../engine/ort.js';
 import { WEIGHT_DTYPES, type WeightDtype } from '../graph/linear.js';
 
@@ -67,4 +67,17 @@ export function dtypeList(values: Values, list = true): WeightDtype[] | undefine
   if (!list && parts.length !== 1) throw new RequestError(`--dtype takes one of ${WEIGHT_DTYPES.join(', ')}, got "${raw}"`);
   if (new Set(parts).size !== parts.length) throw new RequestError(`--dtype lists a format twice: "${raw}"`);
   return parts as WeightDtype[];
+}
+
+/** A comma-separated list of integers from 1 to `max` (--lengths, --concurrency); `what` names one item. */
+export function parseIntegerList(flag: string, text: string, what: string, max = Number.MAX_SAFE_INTEGER): number[] {
+  const parts = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (parts.length === 0) throw new RequestError(`${flag} must list at least one ${what}, got ${quoted(text)}`);
+  return parts.map((p) => {
+    const n = Number(p);
+    if (!Number.isSafeInteger(n) || n < 1 || n > max) {
+      throw new RequestError(`${flag}: ${quoted(p)} is not ${max === Number.MAX_SAFE_INTEGER ? 'a positive integer' : `an integer from 1 to ${max}`}`);
+    }
+    return n;
+  });
 }

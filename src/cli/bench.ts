@@ -19,7 +19,7 @@ import { Model } from '../engine/model.js';
 import { loadConfig } from '../model/config.js';
 import { resolvePolicy, specsFor } from '../compress/registry.js';
 import { writeHeadScores } from '../compress/headkv.js';
-import { dtypeList, numberFlag, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
+import { dtypeList, numberFlag, parseIntegerList, progressDone, progressLine, threadsFlag, warnOnStderr } from './args.js';
 import { formatTable } from '../report.js';
 import type { WeightDtype } from '../graph/linear.js';
 import { COMPRESSION_FLAGS, compressionOptionsFromFlags, optionFlagNames } from './compression-flags.js';
@@ -70,19 +70,6 @@ Options:
 Progress goes to stderr (on a terminal); the table or JSON to stdout. Expect minutes on a laptop-class CPU:
 an 8192-token prefill of qwen2.5-0.5b is about 9 TFLOP.
 `;
-
-/** A comma-separated list of integers from 1 to `max` (--lengths, --concurrency); `what` names one item. */
-function parseIntegerList(flag: string, text: string, what: string, max = Number.MAX_SAFE_INTEGER): number[] {
-  const parts = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  if (parts.length === 0) throw new RequestError(`${flag} must list at least one ${what}, got ${quoted(text)}`);
-  return parts.map((p) => {
-    const n = Number(p);
-    if (!Number.isSafeInteger(n) || n < 1 || n > max) {
-      throw new RequestError(`${flag}: ${quoted(p)} is not ${max === Number.MAX_SAFE_INTEGER ? 'a positive integer' : `an integer from 1 to ${max}`}`);
-    }
-    return n;
-  });
-}
 
 export async function benchCommand(argv: string[]): Promise<void> {
   let values;

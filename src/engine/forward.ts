@@ -7,22 +7,31 @@
 import { NumericError, RequestError } from '../errors.js';
 import { ropeFrequencies } from '../model/config.js';
 import { fullPolicy, type CompressionPolicy, type LayerDecision } from '../compress/policy.js';
-import { ATTN, BATCH, BATCH_CACHE, DECODE, MLP, type BatchLayout } from '../graph/decoder-layer.js';
+import { BATCH, BATCH_CACHE, DECODE, MLP, PREFILL_ATTENTION, PROJECT, type BatchLayout } from '../graph/decoder-layer.js';
 import { createScorer } from '../compress/scoring.js';
 import { KvCache, type LayerCache } from './kv-cache.js';
 import type { Model } from './model.js';
-import { dataF32, f32, i64, type Feeds } from './ort.js';
+import { dataF32, f32, i64, type Feeds, type OrtTensor } from './ort.js';
 
 /**
- * Rows per MLP run. The MLP is token-wise, so it runs in chunks whose [rows, 2·intermediate] float32 activation
- * stays within 32 MiB, glibc's largest mmap threshold: smaller buffers are recycled through the heap, larger
- * ones are fresh memory on every run, and first-touch page faults cost about 0.2 GB/s on the VM this was
- * measured on (see `ort.ts`). 64 to 2048 rows, a multiple of 64 (832 for Qwen2.5-0.5B, 256 for Llama-3.1-8B).
+ * Rows per run of a token-wise branch (prefill projections, MLP) whose widest activation holds `floatsPerRow`
+ * float32 values per row: a chunk's activations stay within 32 MiB, glibc's largest mmap threshold. Smaller
+ * buffers are recycled through the heap, larger ones are fresh memory on every run, and first-touch page faults
+ * cost about 0.2 GB/s on the VM this was measured on (see `ort.ts`). 64 to 2048 rows, a multiple of 64 (the MLP
+ * of Qwen2.5-0.5B: 832 rows; of Llama-3.1-8B: 256).
  */
-export function mlpChunkRows(intermediateSize: number): number {
-  const rows = Math.floor((32 * 1024 * 1024) / (2 * intermediateSize * 4) / 64) * 64;
+export function rowsPerRun(floatsPerRow: number): number {
+  const rows = Math.floor((32 * 1024 * 1024) / (floatsPerRow * 4) / 64) * 64;
   return Math.min(2048, Math.max(64, rows));
 }
+
+/**
+ * Rows of a prompt attended per run of the prefill attention graph, each block over every row before it and
+ * itself. Blocks bound what the attention session holds (a block's scores, not the whole prompt's) and cost
+ * nothing in speed: 1,024- and 2,048-row blocks ran as fast as one run over 4k-16k tokens
+ * (`node dist/src/bench/prefill-attention.js`).
+ */
+export const PREFILL_ATTENTION_BLOCK = 2048;
 
 export interface PrefillOptions {
   /** Compression policy (default: full, no compression). */
@@ -92,21 +101,83 @@ function gatherRows(src: Float32Array, width: number, rows: Int32Array): Float32
   return out;
 }
 
-async function runMlp(model: Model, layer: number, hidden: Float32Array, n: number): Promise<Float32Array> {
-  const D = model.config.hiddenSize;
-  const chunkRows = mlpChunkRows(model.config.intermediateSize);
-  if (n <= chunkRows) {
-    const out = await model.runLayer(layer, 'mlp', { [MLP.hidden]: f32(hidden, [n, D]) });
-    return dataF32(out[MLP.hiddenOut]);
-  }
-  const result = new Float32Array(n * D);
+/**
+ * Runs `run` on consecutive chunks of at most `chunkRows` of `n` rows and joins each of its outputs' rows (an
+ * output of a chunk of `rows` rows is [rows, width]); one run, and no copy, when the rows fit in one chunk.
+ */
+async function inRowChunks(n: number, chunkRows: number, run: (start: number, rows: number) => Promise<Float32Array[]>): Promise<Float32Array[]> {
+  if (n <= chunkRows) return run(0, n);
+  let joined: Float32Array[] | null = null;
   for (let start = 0; start < n; start += chunkRows) {
     const rows = Math.min(chunkRows, n - start);
-    const chunk = hidden.subarray(start * D, (start + rows) * D);
-    const out = await model.runLayer(layer, 'mlp', { [MLP.hidden]: f32(chunk, [rows, D]) });
-    result.set(dataF32(out[MLP.hiddenOut]), start * D);
+    const outs = await run(start, rows);
+    joined ??= outs.map((o) => new Float32Array((o.length / rows) * n));
+    outs.forEach((o, i) => joined![i].set(o, start * (o.length / rows)));
   }
-  return result;
+  return joined!;
+}
+
+/** A layer's prefill attention over its rows. */
+interface LayerAttention {
+  /** [n, numHeads·headDim]: the attention output of each row, before o_proj. */
+  attention: Float32Array;
+  /** [n, numHeads·headDim]: each row's query, RoPE applied. */
+  queries: Float32Array;
+  /** [numKvHeads, n, headDim]: RoPE applied. */
+  keys: Float32Array;
+  /** [numKvHeads, n, headDim] */
+  values: Float32Array;
+}
+
+/**
+ * Layer `layer`'s attention over `n` rows at `positions`: the projections in row chunks (small activations, see
+ * {@link rowsPerRun}), then causal attention in blocks of {@link PREFILL_ATTENTION_BLOCK} rows in the shared
+ * attention graph, each block's keys and values joining the past of the next.
+ */
+async function attendPrefill(model: Model, layer: number, hidden: Float32Array, n: number, positions: BigInt64Array, invFreq: OrtTensor): Promise<LayerAttention> {
+  const c = model.config;
+  const D = c.hiddenSize;
+  const qWidth = c.numHeads * c.headDim;
+  const kvWidth = c.numKvHeads * c.headDim;
+  const [queries, keys, values] = await inRowChunks(n, rowsPerRun(qWidth + 2 * kvWidth), async (start, rows) => {
+    const out = await model.runLayer(layer, 'project', {
+      [PROJECT.hidden]: f32(hidden.subarray(start * D, (start + rows) * D), [rows, D]),
+      [PROJECT.positionIds]: i64(positions.subarray(start, start + rows), [rows]),
+      [PROJECT.invFreq]: invFreq,
+    });
+    return [dataF32(out[PROJECT.query]), dataF32(out[PROJECT.key]), dataF32(out[PROJECT.value])];
+  });
+
+  const P = PREFILL_ATTENTION;
+  const session = await model.prefillAttention();
+  const none = f32(new Float32Array(0), [1, c.numKvHeads, 0, c.headDim]);
+  let past = { key: none, value: none };
+  const [attention] = await inRowChunks(n, PREFILL_ATTENTION_BLOCK, async (start, rows) => {
+    const out = await session.run({
+      [P.query]: f32(queries.subarray(start * qWidth, (start + rows) * qWidth), [1, rows, qWidth]),
+      [P.key]: f32(keys.subarray(start * kvWidth, (start + rows) * kvWidth), [1, rows, kvWidth]),
+      [P.value]: f32(values.subarray(start * kvWidth, (start + rows) * kvWidth), [1, rows, kvWidth]),
+      [P.pastKey]: past.key, [P.pastValue]: past.value,
+    });
+    past = { key: out[P.presentKey], value: out[P.presentValue] };
+    return [dataF32(out[P.attention])];
+  });
+  return { attention, queries, keys: dataF32(past.key), values: dataF32(past.value) };
+}
+
+/** Layer `layer`'s o_proj, residual and MLP for `n` rows, in row chunks: the layer's output [n, hidden]. */
+async function runMlp(model: Model, layer: number, hidden: Float32Array, attention: Float32Array, n: number): Promise<Float32Array> {
+  const c = model.config;
+  const D = c.hiddenSize;
+  const qWidth = c.numHeads * c.headDim;
+  const [out] = await inRowChunks(n, rowsPerRun(2 * c.intermediateSize), async (start, rows) => {
+    const r = await model.runLayer(layer, 'mlp', {
+      [MLP.hidden]: f32(hidden.subarray(start * D, (start + rows) * D), [rows, D]),
+      [MLP.attention]: f32(attention.subarray(start * qWidth, (start + rows) * qWidth), [rows, qWidth]),
+    });
+    return [dataF32(r[MLP.hiddenOut])];
+  });
+  return out;
 }
 
 async function runHead(model: Model, hidden: Float32Array, rows: number): Promise<Float32Array> {
@@ -160,23 +231,16 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
 
   let hidden = await embed(model, ids); // [n, hidden]
   let n = N;
-  let positionTensor = i64(BigInt64Array.from(positionIds, (p) => BigInt(p)), [n]);
+  let positions = BigInt64Array.from(positionIds, (p) => BigInt(p));
   for (let l = 0; l < c.numLayers; l++) {
     options.signal?.throwIfAborted();
     // 1. Attention over the n rows present (causal, in row order = position order).
-    const w = Math.min(run.queryWindow ?? policy.queryWindow, n);
-    const attn = await model.runLayer(l, 'attention', {
-      [ATTN.hidden]: f32(hidden, [n, c.hiddenSize]),
-      [ATTN.positionIds]: positionTensor,
-      [ATTN.invFreq]: invFreqTensor,
-      [ATTN.windowStart]: i64(BigInt64Array.of(BigInt(n - w)), [1]),
-    });
-    const keys = dataF32(attn[ATTN.presentKey]);
-    const values = dataF32(attn[ATTN.presentValue]);
+    const { attention, queries, keys, values } = await attendPrefill(model, l, hidden, n, positions, invFreqTensor);
 
     // 2. Ask the policy what to keep.
     const t0 = performance.now();
-    const windowQueries = dataF32(attn[ATTN.windowQueries]);
+    const w = Math.min(run.queryWindow ?? policy.queryWindow, n);
+    const windowQueries = queries.subarray((n - w) * c.numHeads * c.headDim);
     const decision: LayerDecision = await run.layer({
       layer: l, config: c, promptLength: N, numRows: n, positionIds, keys, values, windowQueries,
       scorer: createScorer(model, keys, n, windowQueries),
@@ -198,14 +262,14 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
     options.onLayer?.(l, c.numLayers, n);
 
     // 4. Finish the layer.
-    hidden = await runMlp(model, l, dataF32(attn[ATTN.hiddenOut]), n);
+    hidden = await runMlp(model, l, hidden, attention, n);
 
     // 5. Token-selective propagation: only the chosen rows go on, keeping their original positions.
     if (decision.kind === 'propagate') {
       hidden = gatherRows(hidden, c.hiddenSize, decision.rows);
       positionIds = pick(positionIds, decision.rows);
       n = decision.rows.length;
-      positionTensor = i64(BigInt64Array.from(positionIds, (p) => BigInt(p)), [n]);
+      positions = BigInt64Array.from(positionIds, (p) => BigInt(p));
     }
   }
 

@@ -3,11 +3,12 @@
  * initializers (prepacked once by ONNX Runtime, held once in memory; see `layer-graph.ts`), with one branch per
  * kind of run:
  *
- * - `attention` (prefill): norm → fused QKV (+bias) → (q/k norm) → RoPE from explicit position ids → causal GQA
- *   attention (ONNX Runtime's GroupQueryAttention: KV heads never repeated, memory linear in length) → o_proj →
- *   residual. It also returns the layer's keys and values per KV head (RoPE applied) and the queries of the last
- *   rows from `windowStart` on, which is all a compression policy needs to score tokens.
- * - `mlp` (prefill): norm → SwiGLU → residual. Token-wise, so the engine may run it on chunks of rows.
+ * - `project` (prefill): norm → fused QKV (+bias) → (q/k norm) → RoPE from explicit position ids, for a chunk of
+ *   rows. Queries, keys and values go back to the engine, which attends over them in a weightless session shared
+ *   by all layers (`buildPrefillAttentionGraph`: ONNX Runtime's GroupQueryAttention, KV heads never repeated) and
+ *   hands the keys, values and last queries to the compression policy.
+ * - `mlp` (prefill): o_proj of the attention output → residual → norm → SwiGLU → residual. Token-wise, so the
+ *   engine runs it on chunks of rows.
  * - `decode`: one token through a whole layer, attending to the cache in place (see `buildDecodeGraph`).
  * - `head` (its own session): final norm → logits.
  *
@@ -27,21 +28,20 @@ export interface LayerParams {
   linear(g: GraphBuilder, x: string, which: 'qkv' | 'o' | 'gateUp' | 'down'): string;
 }
 
-/** Input and output names of the attention graph. */
-export const ATTN = {
+/** Input and output names of the prefill projection branch. */
+export const PROJECT = {
   hidden: 'hidden',               // [n, hidden] f32: the layer's input rows
   positionIds: 'position_ids',    // [n] i64: original positions of those rows
   invFreq: 'inv_freq',            // [headDim/2] f32
-  windowStart: 'window_start',    // [1] i64: first row whose query is returned
   // outputs
-  hiddenOut: 'hidden_out',        // [n, hidden]: input + attention output
-  presentKey: 'present_key',      // [1, numKvHeads, n, headDim]: RoPE applied
-  presentValue: 'present_value',
-  windowQueries: 'window_queries',// [n - windowStart, numHeads·headDim]: RoPE applied
+  query: 'query',                 // [n, numHeads·headDim]: RoPE applied
+  key: 'key',                     // [n, numKvHeads·headDim]: RoPE applied
+  value: 'value',                 // [n, numKvHeads·headDim]
 } as const;
 
 export const MLP = {
-  hidden: 'hidden',
+  hidden: 'hidden',               // [n, hidden]: the layer's input rows
+  attention: 'attention',         // [n, numHeads·headDim]: their attention output (before o_proj)
   hiddenOut: 'hidden_out',        // [n, hidden]
 } as const;
 
@@ -86,7 +86,7 @@ export const HEAD = {
 
 /** The outputs of each branch, in order. */
 export const BRANCH_OUTPUTS = {
-  attention: [ATTN.hiddenOut, ATTN.presentKey, ATTN.presentValue, ATTN.windowQueries],
+  project: [PROJECT.query, PROJECT.key, PROJECT.value],
   mlp: [MLP.hiddenOut],
   decode: [DECODE.hiddenOut, DECODE.newKey, DECODE.newValue, DECODE.query],
   decodeProject: [BATCH.query, BATCH.key, BATCH.value],
@@ -127,35 +127,79 @@ function mlpBlock(g: GraphBuilder, c: ModelConfig, p: LayerParams, hidden: strin
   return g.op('Add', [hidden, swiGlu(g, normed, (x) => p.linear(g, x, 'gateUp'), (x) => p.linear(g, x, 'down'), c.intermediateSize)]);
 }
 
-/** Adds the prefill attention branch to `g`; returns its outputs in the order of `BRANCH_OUTPUTS.attention`. */
-export function buildAttentionGraph(g: GraphBuilder, c: ModelConfig, attentionScaling: number, p: LayerParams): string[] {
-  const { hiddenSize: D, numHeads: H, numKvHeads: Hkv, headDim: d } = c;
-  const hidden = g.input(ATTN.hidden, 'float', ['n', D]);
-  const positionIds = g.input(ATTN.positionIds, 'int64', ['n']);
-  const invFreq = g.input(ATTN.invFreq, 'float', [d / 2]);
-  const windowStart = g.input(ATTN.windowStart, 'int64', [1]);
-
+/** Adds the prefill projection branch to `g`; returns its outputs in the order of `BRANCH_OUTPUTS.project`. */
+export function buildPrefillProjectGraph(g: GraphBuilder, c: ModelConfig, attentionScaling: number, p: LayerParams): string[] {
+  const { hiddenSize: D, headDim: d } = c;
+  const hidden = g.input(PROJECT.hidden, 'float', ['n', D]);
+  const positionIds = g.input(PROJECT.positionIds, 'int64', ['n']);
+  const invFreq = g.input(PROJECT.invFreq, 'float', [d / 2]);
   const { qRot, kRot, v } = projectQkv(g, c, p, hidden, positionIds, invFreq, attentionScaling, rmsNorm);
-
-  // GroupQueryAttention wants [batch, n, heads·d]; causal in row order, which is position order (rows ascend).
-  // No past: the "present" outputs are this layer's keys and values, [1, Hkv, n, d].
-  const n = g.op('Cast', [g.op('Shape', [hidden], { start: 0, end: 1 })], { to: 6 /* INT32 */ }); // [1]
-  const seqlensK = g.op('Sub', [n, g.op('Cast', [g.int64([1])], { to: 6 })]);              // [1]: n − 1
-  const totalLength = g.op('Squeeze', [n, g.int64([0])]);
-  const [attn, presentKey, presentValue] = g.msOpN('GroupQueryAttention',
-    [qRot, kRot, v, '', '', seqlensK, totalLength], 3,
-    { num_heads: H, kv_num_heads: Hkv, scale: { float: 1 / Math.sqrt(d) }, local_window_size: c.slidingWindow ?? -1 });
-  const attnOut = p.linear(g, g.op('Squeeze', [attn, g.int64([0])]), 'o');
-
-  // Outputs: [n, D], [1, Hkv, n, d] twice, [n − windowStart, H·d].
-  const windowQueries = g.op('Squeeze', [g.op('Slice', [qRot, windowStart, g.int64([Number.MAX_SAFE_INTEGER]), g.int64([1])]), g.int64([0])]);
-  return [g.op('Add', [hidden, attnOut]), presentKey, presentValue, windowQueries];
+  const rows = (x: string) => g.op('Squeeze', [x, g.int64([0])]);                                 // [1, n, ·] → [n, ·]
+  return [rows(qRot), rows(kRot), rows(v)];
 }
 
-/** Adds the prefill MLP branch to `g`; returns its output [n, hidden]. */
+/**
+ * o_proj of `attention` → residual onto `hidden` → post-attention norm → MLP block. Prefill uses the plain RMSNorm
+ * (like its projections and the head); decode the fused `SkipSimplifiedLayerNormalization`.
+ */
+function finishLayer(g: GraphBuilder, c: ModelConfig, p: LayerParams, hidden: string, attention: string, fused: boolean): string {
+  const attnOut = p.linear(g, attention, 'o');
+  if (fused) {
+    const { sum, normed } = addRmsNorm(g, attnOut, hidden, p.vector('postNorm'), c.rmsNormEps);
+    return mlpBlock(g, c, p, sum, normed);
+  }
+  const sum = g.op('Add', [hidden, attnOut]);
+  return mlpBlock(g, c, p, sum, rmsNorm(g, sum, p.vector('postNorm'), c.rmsNormEps));
+}
+
+/** Adds the prefill MLP branch to `g` (o_proj → residual → MLP, see `finishLayer`); returns its output [n, hidden]. */
 export function buildMlpGraph(g: GraphBuilder, c: ModelConfig, p: LayerParams): string[] {
   const hidden = g.input(MLP.hidden, 'float', ['n', c.hiddenSize]);
-  return [mlpBlock(g, c, p, hidden, rmsNorm(g, hidden, p.vector('postNorm'), c.rmsNormEps))];
+  const attention = g.input(MLP.attention, 'float', ['n', c.numHeads * c.headDim]);
+  return [finishLayer(g, c, p, hidden, attention, false)];
+}
+
+/** Input and output names of the prefill attention graph (weightless, one per model). */
+export const PREFILL_ATTENTION = {
+  query: 'query',                 // [1, n, numHeads·headDim]: a block of consecutive rows, RoPE applied
+  key: 'key',                     // [1, n, numKvHeads·headDim]
+  value: 'value',
+  pastKey: 'past_key',            // [1, numKvHeads, p, headDim]: the keys of every row before the block (p may be 0)
+  pastValue: 'past_value',
+  // outputs
+  attention: 'attention',         // [1, n, numHeads·headDim]
+  presentKey: 'present_key',      // [1, numKvHeads, p + n, headDim]: past and block
+  presentValue: 'present_value',
+} as const;
+
+/**
+ * Causal GQA attention of a block of `n` rows over the `p` rows before it and itself (ONNX Runtime's
+ * GroupQueryAttention with past keys and values: KV heads never repeated, rows in position order). The engine
+ * runs a prompt in blocks, each block's present keys and values being the next one's past, so that the memory
+ * this session holds stays that of one block (its memory arena is on; its buffers are scores of a block's rows),
+ * not of the whole prompt; the result is the same as one run over the whole prompt, bit for bit (measured).
+ */
+export function buildPrefillAttentionGraph(c: ModelConfig): Uint8Array {
+  const { numHeads: H, numKvHeads: Hkv, headDim: d } = c;
+  const g = new GraphBuilder('prefill_attention');
+  const P = PREFILL_ATTENTION;
+  const query = g.input(P.query, 'float', [1, 'n', H * d]);
+  const key = g.input(P.key, 'float', [1, 'n', Hkv * d]);
+  const value = g.input(P.value, 'float', [1, 'n', Hkv * d]);
+  const pastKey = g.input(P.pastKey, 'float', [1, Hkv, 'p', d]);
+  const pastValue = g.input(P.pastValue, 'float', [1, Hkv, 'p', d]);
+  // seqlens_k = p + n − 1 and total_sequence_length = p + n, as int32.
+  const int32 = (x: string) => g.op('Cast', [x], { to: 6 /* INT32 */ });
+  const total = g.op('Add', [g.op('Shape', [pastKey], { start: 2, end: 3 }), g.op('Shape', [query], { start: 1, end: 2 })]);  // [1]
+  const seqlensK = int32(g.op('Sub', [total, g.int64([1])]));
+  const totalLength = int32(g.op('Squeeze', [total, g.int64([0])]));
+  const [attention, presentKey, presentValue] = g.msOpN('GroupQueryAttention',
+    [query, key, value, pastKey, pastValue, seqlensK, totalLength], 3,
+    { num_heads: H, kv_num_heads: Hkv, scale: { float: 1 / Math.sqrt(d) }, local_window_size: c.slidingWindow ?? -1 });
+  g.output(attention, P.attention, 'float', [1, 'n', H * d]);
+  g.output(presentKey, P.presentKey, 'float', [1, Hkv, 'total', d]);
+  g.output(presentValue, P.presentValue, 'float', [1, Hkv, 'total', d]);
+  return g.build();
 }
 
 /** Adds the head to `g`: final norm → logits [n, vocab] through `lmHead`. */
@@ -186,10 +230,9 @@ export function buildDecodeGraph(g: GraphBuilder, c: ModelConfig, attentionScali
   const v = repeat(projected.v);
   const attn = attendOverCache(g, qRot, kRot, v, Hkv, G, d);
   // The residual add and the post-attention norm in one node.
-  const { sum: afterAttn, normed } = addRmsNorm(g, p.linear(g, attn, 'o'), hidden, p.vector('postNorm'), c.rmsNormEps);
 
   // Outputs, in the order of BRANCH_OUTPUTS.decode: [1, D], [Hkv, d], [Hkv, d], [1, H·d].
-  return [mlpBlock(g, c, p, afterAttn, normed), g.op('Reshape', [kRot, g.int64([Hkv, d])]), g.op('Reshape', [v, g.int64([Hkv, d])]),
+  return [finishLayer(g, c, p, hidden, attn, true), g.op('Reshape', [kRot, g.int64([Hkv, d])]), g.op('Reshape', [v, g.int64([Hkv, d])]),
     g.op('Reshape', [qRot, g.int64([1, H * d])])];
 }
 
@@ -209,8 +252,7 @@ export function buildDecodeProjectGraph(g: GraphBuilder, c: ModelConfig, attenti
 export function buildDecodeFinishGraph(g: GraphBuilder, c: ModelConfig, p: LayerParams): string[] {
   const hidden = g.input(BATCH.hidden, 'float', ['batch', c.hiddenSize]);
   const attention = g.input(BATCH.attention, 'float', ['batch', c.numHeads * c.headDim]);
-  const { sum, normed } = addRmsNorm(g, p.linear(g, attention, 'o'), hidden, p.vector('postNorm'), c.rmsNormEps);
-  return [mlpBlock(g, c, p, sum, normed)];
+  return [finishLayer(g, c, p, hidden, attention, true)];
 }
 
 /** The cache layout of one sequence in a batched step: its cache heads (numKvHeads, or numHeads when repeated). */

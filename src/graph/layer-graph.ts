@@ -4,8 +4,8 @@
  * on every run, prefill unchanged; docs/ort-performance.md §4-5).
  *
  * - One model per decoder layer. Its `mode` input picks which of six sibling `If` nodes does the work: prefill
- *   attention, prefill MLP, decode, decode over a cache with K/V repeated per query head (policies with
- *   `repeatKv`), and the two halves of a batched decode step around attention (`decodeProject`, `decodeFinish`);
+ *   projections (norm → QKV → RoPE), prefill o_proj + MLP, decode, decode over a cache with K/V repeated per query
+ *   head (policies with `repeatKv`), and the two halves of a batched decode step around attention (`decodeProject`, `decodeFinish`);
  *   the others return empty tensors. Every branch reads the same outer-scope initializers, so a
  *   layer's weights are held (and prepacked) once whatever runs. The `If`s are siblings, never nested: ONNX
  *   Runtime 1.30 does not prepack initializers used two subgraph levels down (measured: a nested decode branch
@@ -23,13 +23,13 @@ import type { ModelConfig } from '../model/config.js';
 import type { LayerTensors } from '../model/weights.js';
 import { GraphBuilder, type BuiltModel } from './builder.js';
 import {
-  BRANCH_OUTPUTS, HEAD, buildAttentionGraph, buildDecodeFinishGraph, buildDecodeGraph, buildDecodeProjectGraph, buildHeadGraph, buildMlpGraph,
+  BRANCH_OUTPUTS, HEAD, buildDecodeFinishGraph, buildDecodeGraph, buildDecodeProjectGraph, buildHeadGraph, buildMlpGraph, buildPrefillProjectGraph,
   type LayerParams,
 } from './decoder-layer.js';
 import { addLinearWeight, linearOp, type LinearInitializers, type LinearWeight } from './linear.js';
 
-export type LayerMode = 'attention' | 'mlp' | 'decode' | 'decodeRepeated' | 'decodeProject' | 'decodeFinish';
-export const LAYER_MODES: readonly LayerMode[] = ['attention', 'mlp', 'decode', 'decodeRepeated', 'decodeProject', 'decodeFinish'];
+export type LayerMode = 'project' | 'mlp' | 'decode' | 'decodeRepeated' | 'decodeProject' | 'decodeFinish';
+export const LAYER_MODES: readonly LayerMode[] = ['project', 'mlp', 'decode', 'decodeRepeated', 'decodeProject', 'decodeFinish'];
 
 export const LAYER = {
   mode: 'mode',                          // [] i64: the index of the branch in LAYER_MODES
@@ -90,7 +90,7 @@ export function buildLayerModel(c: ModelConfig, attentionScaling: number, t: Lay
   const p = initializerParams(g, t);
   const mode = g.input(LAYER.mode, 'int64', []);
   const builders: Record<LayerMode, (b: GraphBuilder) => string[]> = {
-    attention: (b) => buildAttentionGraph(b, c, attentionScaling, p),
+    project: (b) => buildPrefillProjectGraph(b, c, attentionScaling, p),
     mlp: (b) => buildMlpGraph(b, c, p),
     decode: (b) => buildDecodeGraph(b, c, attentionScaling, p),
     decodeRepeated: (b) => buildDecodeGraph(b, c, attentionScaling, p, true),
