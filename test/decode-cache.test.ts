@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { Model } from '../src/engine/model.js';
-import { prefill, decodeStep } from '../src/engine/forward.js';
+import { PREFILL_ATTENTION_BLOCK, decodeStep, prefill, rowsPerRun } from '../src/engine/forward.js';
 import { ropeFrequencies } from '../src/model/config.js';
 import { FIXTURES, STORIES, maxAbsDiff, randomModel } from './helpers.js';
 import { argmax } from '../src/engine/sampling.js';
@@ -56,3 +56,33 @@ test('sliding-window attention (Mistral): cached decode equals recomputation, an
   const plain = await prefill(unwindowed, Int32Array.from(ids), {});
   assert.ok(maxAbsDiff(plain.logits, logits) > 1e-3);
 });
+
+/**
+ * A prompt longer than one block of the prefill attention and one chunk of the projections: prefill runs it in
+ * pieces (each attention block over the keys and values of the blocks before it), decoding one token at a time
+ * sees each token against everything before it. Every row's logits must agree, at every block boundary too.
+ */
+for (const slidingWindow of [null, 300]) {
+  test(`prefill in blocks equals decoding token by token over ${2 * PREFILL_ATTENTION_BLOCK + 300} tokens (sliding window ${slidingWindow})`, async () => {
+    const model = await randomModel({
+      architectures: ['MistralForCausalLM'], model_type: 'mistral', max_position_embeddings: 8192, sliding_window: slidingWindow,
+    }, 11);
+    const c = model.config;
+    const n = 2 * PREFILL_ATTENTION_BLOCK + 300;
+    assert.ok(n > rowsPerRun((c.numHeads + 2 * c.numKvHeads) * c.headDim), 'the projections run in more than one chunk');
+    const ids = Int32Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % 500));
+    const whole = await prefill(model, ids, { allLogits: true });
+    assert.equal((await model.prefillAttention()).stats.runs, 3 * c.numLayers, 'three attention blocks per layer');
+
+    const { invFreq } = ropeFrequencies(c, n);
+    const first = await prefill(model, ids.subarray(0, 1), {});
+    const V = c.vocabSize;
+    let worst = maxAbsDiff(first.logits, whole.logits.subarray(0, V));
+    for (let i = 1; i < n; i++) {
+      const logits = await decodeStep(model, first.cache, ids[i], i, invFreq);
+      worst = Math.max(worst, maxAbsDiff(logits, whole.logits.subarray(i * V, (i + 1) * V)));
+    }
+    assert.ok(worst < 1e-4, `prefill rows differ from token-by-token decoding by ${worst}`);
+    await model.dispose();
+  });
+}
