@@ -43,7 +43,7 @@ export interface BenchOptions {
 
 /** Seconds spent in each graph (session runs, wall clock). */
 export interface Breakdown {
-  /** Prefill: the attention graph. Decode: the whole-layer decode graph. */
+  /** Prefill: the projection branch and the attention graph. Decode: the whole-layer decode graph. */
   attention: number;
   mlp: number;
   head: number;
@@ -363,7 +363,7 @@ export function formatReport(r: BenchReport): string {
   lines.push(formatTable(headers, rows).trimEnd());
   lines.push('', 'GFLOP/s counts 2 x non-embedding params x tokens + 2 x tokens^2 x headDim x heads per layer (causal attention).',
     '% matmul: prefill GFLOP/s over the mean of the matmul rates measured just before and after that prefill.',
-    'attn s / mlp s: prefill time in the attention graph (norm, QKV, RoPE, GQA, o_proj) and the MLP graph; other: head + JS work.',
+    'attn s / mlp s: prefill time in the attention graphs (norm, QKV, RoPE; GQA) and the MLP graph (o_proj, MLP); other: head + JS work.',
     'GB/s: memory read bandwidth measured after each decode (ReduceSum streaming 512 MiB); bound tok/s = GB/s / bytes read per',
     'token (weights of every layer and the head + KV cache); % bound: decode tok/s over that bound.');
   return `${lines.join('\n')}\n`;

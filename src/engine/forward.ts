@@ -102,16 +102,37 @@ function gatherRows(src: Float32Array, width: number, rows: Int32Array): Float32
 }
 
 /**
- * Runs `run` on consecutive chunks of at most `chunkRows` of `n` rows and joins each of its outputs' rows (an
- * output of a chunk of `rows` rows is [rows, width]); one run, and no copy, when the rows fit in one chunk.
+ * Float32 buffers that one prefill reuses from layer to layer (a layer never has more rows than the first), so
+ * that a long prompt's [rows, width] results are not allocated afresh 24 times: fresh memory of that size is
+ * page-faulted on first touch, which on the VM this was measured on cost about 0.3 GB/s (at 16k tokens, 15 s of
+ * a prefill went to the engine's own fresh buffers).
  */
-async function inRowChunks(n: number, chunkRows: number, run: (start: number, rows: number) => Promise<Float32Array[]>): Promise<Float32Array[]> {
+class Scratch {
+  private readonly buffers = new Map<string, Float32Array>();
+  /** A view of `size` floats of the buffer called `name`, grown if needed; its contents are left over. */
+  take(name: string, size: number): Float32Array {
+    let buffer = this.buffers.get(name);
+    if (!buffer || buffer.length < size) {
+      buffer = new Float32Array(size);
+      this.buffers.set(name, buffer);
+    }
+    return buffer.subarray(0, size);
+  }
+}
+
+/**
+ * Runs `run` on consecutive chunks of at most `chunkRows` of `n` rows and joins each of its outputs' rows (an
+ * output of a chunk of `rows` rows is [rows, width]) into `into(i, size)`, output i's buffer of `size` floats.
+ * One run, and no copy, when the rows fit in one chunk.
+ */
+async function inRowChunks(n: number, chunkRows: number, run: (start: number, rows: number) => Promise<Float32Array[]>,
+  into: (output: number, size: number) => Float32Array): Promise<Float32Array[]> {
   if (n <= chunkRows) return run(0, n);
   let joined: Float32Array[] | null = null;
   for (let start = 0; start < n; start += chunkRows) {
     const rows = Math.min(chunkRows, n - start);
     const outs = await run(start, rows);
-    joined ??= outs.map((o) => new Float32Array((o.length / rows) * n));
+    joined ??= outs.map((o, i) => into(i, (o.length / rows) * n));
     outs.forEach((o, i) => joined![i].set(o, start * (o.length / rows)));
   }
   return joined!;
@@ -134,7 +155,8 @@ interface LayerAttention {
  * {@link rowsPerRun}), then causal attention in blocks of {@link PREFILL_ATTENTION_BLOCK} rows in the shared
  * attention graph, each block's keys and values joining the past of the next.
  */
-async function attendPrefill(model: Model, layer: number, hidden: Float32Array, n: number, positions: BigInt64Array, invFreq: OrtTensor): Promise<LayerAttention> {
+async function attendPrefill(model: Model, layer: number, hidden: Float32Array, n: number, positions: BigInt64Array, invFreq: OrtTensor,
+  scratch: Scratch): Promise<LayerAttention> {
   const c = model.config;
   const D = c.hiddenSize;
   const qWidth = c.numHeads * c.headDim;
@@ -146,7 +168,7 @@ async function attendPrefill(model: Model, layer: number, hidden: Float32Array, 
       [PROJECT.invFreq]: invFreq,
     });
     return [dataF32(out[PROJECT.query]), dataF32(out[PROJECT.key]), dataF32(out[PROJECT.value])];
-  });
+  }, (i, size) => scratch.take(`project ${i}`, size));
 
   const P = PREFILL_ATTENTION;
   const session = await model.prefillAttention();
@@ -161,11 +183,15 @@ async function attendPrefill(model: Model, layer: number, hidden: Float32Array, 
     });
     past = { key: out[P.presentKey], value: out[P.presentValue] };
     return [dataF32(out[P.attention])];
-  });
+  }, (_, size) => scratch.take('attention', size));
   return { attention, queries, keys: dataF32(past.key), values: dataF32(past.value) };
 }
 
-/** Layer `layer`'s o_proj, residual and MLP for `n` rows, in row chunks: the layer's output [n, hidden]. */
+/**
+ * Layer `layer`'s o_proj, residual and MLP for `n` rows, in row chunks: the layer's output [n, hidden]. In more
+ * than one chunk each chunk's result overwrites its rows of `hidden` (read by that chunk's run alone, done by
+ * then), which is returned.
+ */
 async function runMlp(model: Model, layer: number, hidden: Float32Array, attention: Float32Array, n: number): Promise<Float32Array> {
   const c = model.config;
   const D = c.hiddenSize;
@@ -176,7 +202,7 @@ async function runMlp(model: Model, layer: number, hidden: Float32Array, attenti
       [MLP.attention]: f32(attention.subarray(start * qWidth, (start + rows) * qWidth), [rows, qWidth]),
     });
     return [dataF32(r[MLP.hiddenOut])];
-  });
+  }, () => hidden);
   return out;
 }
 
@@ -231,11 +257,12 @@ export async function prefill(model: Model, ids: Int32Array, options: PrefillOpt
 
   let hidden = await embed(model, ids); // [n, hidden]
   let n = N;
+  const scratch = new Scratch();
   let positions = BigInt64Array.from(positionIds, (p) => BigInt(p));
   for (let l = 0; l < c.numLayers; l++) {
     options.signal?.throwIfAborted();
     // 1. Attention over the n rows present (causal, in row order = position order).
-    const { attention, queries, keys, values } = await attendPrefill(model, l, hidden, n, positions, invFreqTensor);
+    const { attention, queries, keys, values } = await attendPrefill(model, l, hidden, n, positions, invFreqTensor, scratch);
 
     // 2. Ask the policy what to keep.
     const t0 = performance.now();
