@@ -79,8 +79,9 @@ test('stories260K: the greedy run at q8 equals fp32 for its first 32 tokens', as
   assert.deepEqual(runs[1], runs[0]);
 });
 
-test('Model.load refuses an unknown dtype and a thread count beyond the cores', async () => {
+test('Model.load refuses an unknown dtype, a thread count beyond the cores and a non-boolean spinning', async () => {
   await assert.rejects(Model.load(STORIES, { dtype: 'q5' as WeightDtype }), /dtype must be one of fp32, q8, q4, got "q5"/);
   await assert.rejects(Model.load(STORIES, { threads: 100_000 }), /threads must be an integer from 1 to \d+/);
   await assert.rejects(Model.load(STORIES, { threads: 1.5 }), /threads must be an integer/);
+  await assert.rejects(Model.load(STORIES, { spinning: 'yes' as unknown as boolean }), /spinning must be true or false, got "yes"/);
 });

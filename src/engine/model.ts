@@ -34,6 +34,12 @@ export interface LoadOptions {
    */
   threads?: number;
   /**
+   * ONNX Runtime's intra-op thread spinning (`session.intra_op.allow_spinning`), off by default: with one session
+   * per layer, the idle pools spin while the next layer runs (measured 13x slower decode with it on;
+   * `node dist/src/bench/threads.js`). For measurements.
+   */
+  spinning?: boolean;
+  /**
    * Weight format of every linear layer (fused QKV, o_proj, gate/up, down, LM head): 'fp32' (default), or 'q8' /
    * 'q4' (ONNX Runtime's MatMulNBits, block 32, quantized at load from the checkpoint's F32/F16/BF16 tensors).
    * Norms stay float32; the embedding table stays as stored (exact lookups).
@@ -103,6 +109,8 @@ export class Model {
     readonly config: ModelConfig,
     private readonly tokenizerOrNull: Tokenizer | null,
     readonly threads: number,
+    /** Whether the sessions' thread pools spin (see {@link LoadOptions.spinning}). */
+    readonly spinning: boolean,
     /** Weight format of the linear layers. */
     readonly dtype: WeightDtype,
     /** One session per decoder layer (see src/graph/layer-graph.ts). */
@@ -156,6 +164,8 @@ export class Model {
       throw new ModelLoadError(`model folder "${dir}" does not exist or is not a folder`);
     }
     const threads = checkThreads(options.threads);
+    const spinning = options.spinning ?? false;
+    if (typeof spinning !== 'boolean') throw new ConfigError(`spinning must be true or false, got ${JSON.stringify(spinning)}`);
     const dtype = checkDtype(options.dtype);
     const batching = checkBatching(options.batching, os.totalmem());
     progress({ stage: 'config', done: 0, total: 1 });
@@ -183,7 +193,7 @@ export class Model {
         const bytes = externalBytes(built) + built.bytes.byteLength;
         weightBytes += bytes;
         if (decodeRead) decodeWeightBytes += bytes;
-        const session = await Session.create(name, built, threads);
+        const session = await Session.create(name, built, threads, { spinning });
         sessions.push(session);
         return session;
       };
@@ -202,7 +212,7 @@ export class Model {
       const lmHead: LinearWeight = await readLinear(store, headParts, dtype, quantizer?.quantize ?? null, tick);
       const headSession = await compile('head', () => buildHeadModel(config, finalNorm, lmHead), true);
       progress({ stage: 'ready', done: 1, total: 1 });
-      const model = new Model(path.resolve(dir), config, tokenizer, threads, dtype, layerSessions, headSession, embeddingSession,
+      const model = new Model(path.resolve(dir), config, tokenizer, threads, spinning, dtype, layerSessions, headSession, embeddingSession,
         weightBytes, decodeWeightBytes, batching);
       model.generationDefaults = generationDefaults;
       return model;
@@ -248,7 +258,7 @@ export class Model {
   graph(key: string, build: () => Uint8Array, threads = this.threads, { memArena = false } = {}): Promise<Session> {
     let session = this.extraGraphs.get(key);
     if (!session) {
-      session = Session.create(key, build(), threads, { memArena });
+      session = Session.create(key, build(), threads, { memArena, spinning: this.spinning });
       session.then((s) => this.loadedExtraGraphs.push(s), () => {});
       this.extraGraphs.set(key, session);
     }

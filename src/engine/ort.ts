@@ -39,16 +39,17 @@ export function defaultThreads(): number {
  * 8.6 GB (24 arenas) instead of 1.6 GB, and growing 24 arenas page-faults fresh memory (about 0.2 GB/s on this
  * VM), so that prefill took 84 s instead of 30 s. Without the arena, tensors up to glibc's mmap threshold
  * (32 MiB) are recycled through the process-wide heap; the engine keeps its large activations below that size
- * (the MLP runs in row chunks, see `forward.ts`).
+ * (prefill's projections and MLP run in row chunks, see `forward.ts`). The exception is the prefill attention
+ * graph, one session for every layer, which keeps an arena sized by one block of query rows.
  */
-function sessionOptions(threads: number, memArena = false): ort.InferenceSession.SessionOptions {
+function sessionOptions(threads: number, memArena: boolean, spinning: boolean): ort.InferenceSession.SessionOptions {
   return {
     executionProviders: ['cpu'],
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
-    extra: { session: { 'intra_op.allow_spinning': '0' } },
+    extra: { session: { 'intra_op.allow_spinning': spinning ? '1' : '0' } },
     enableCpuMemArena: memArena,
   };
 }
@@ -63,14 +64,15 @@ export class Session {
   /**
    * Compiles `model`. A {@link BuiltModel}'s external initializers are handed over from memory; ONNX Runtime
    * copies (and prepacks) them, so the caller should drop its references once this resolves. `memArena` turns
-   * ONNX Runtime's memory arena on for this session alone (see {@link sessionOptions} for why it is off).
+   * ONNX Runtime's memory arena on for this session alone, `spinning` its thread pool's spinning (see
+   * {@link sessionOptions} for why both are off by default).
    */
-  static async create(name: string, model: Uint8Array | BuiltModel, threads: number, { memArena = false } = {}): Promise<Session> {
+  static async create(name: string, model: Uint8Array | BuiltModel, threads: number, { memArena = false, spinning = false } = {}): Promise<Session> {
     try {
       const session = model instanceof Uint8Array
-        ? await ort.InferenceSession.create(model, sessionOptions(threads, memArena))
+        ? await ort.InferenceSession.create(model, sessionOptions(threads, memArena, spinning))
         : await ort.InferenceSession.create(model.bytes, {
-          ...sessionOptions(threads, memArena),
+          ...sessionOptions(threads, memArena, spinning),
           externalData: model.external.map((e) => ({ path: e.path, data: e.data })),
         });
       return new Session(name, session);
