@@ -25,7 +25,8 @@
 import { parseArgs } from 'node:util';
 import { loadConfig, type ModelConfig } from '../model/config.js';
 import { GraphBuilder } from '../graph/builder.js';
-import { PREFILL_ATTENTION, buildPrefillAttentionGraph } from '../graph/decoder-layer.js';
+import { buildPrefillAttentionGraph } from '../graph/decoder-layer.js';
+import { attendInBlocks } from '../engine/forward.js';
 import { Session, dataF32, defaultThreads, f32, i64 } from '../engine/ort.js';
 import { numberFlag, parseIntegerList, threadsFlag } from '../cli/args.js';
 import { formatTable } from '../report.js';
@@ -49,28 +50,10 @@ interface Prompt { n: number; q: Float32Array; k: Float32Array; v: Float32Array 
 /** The attention output [n, H·d] of one way, and its median seconds. */
 type Way = (p: Prompt) => Promise<Float32Array>;
 
-/** GroupQueryAttention in blocks of `block` rows (the whole prompt when `block` ≥ n), in `session`. */
+/** GroupQueryAttention in blocks of `block` rows (the whole prompt when `block` ≥ n), in `session`: the engine's code. */
 function gqaWay(c: ModelConfig, session: Session, block: number): Way {
-  const qWidth = c.numHeads * c.headDim;
-  const kvWidth = c.numKvHeads * c.headDim;
-  const P = PREFILL_ATTENTION;
-  return async ({ n, q, k, v }) => {
-    const out = new Float32Array(n * qWidth);
-    const none = f32(new Float32Array(0), [1, c.numKvHeads, 0, c.headDim]);
-    let past = { key: none, value: none };
-    for (let start = 0; start < n; start += block) {
-      const rows = Math.min(block, n - start);
-      const r = await session.run({
-        [P.query]: f32(q.subarray(start * qWidth, (start + rows) * qWidth), [1, rows, qWidth]),
-        [P.key]: f32(k.subarray(start * kvWidth, (start + rows) * kvWidth), [1, rows, kvWidth]),
-        [P.value]: f32(v.subarray(start * kvWidth, (start + rows) * kvWidth), [1, rows, kvWidth]),
-        [P.pastKey]: past.key, [P.pastValue]: past.value,
-      });
-      past = { key: r[P.presentKey], value: r[P.presentValue] };
-      out.set(dataF32(r[P.attention]), start * qWidth);
-    }
-    return out;
-  };
+  return async ({ n, q, k, v }) =>
+    (await attendInBlocks(session, c, { queries: q, keys: k, values: v }, n, block, (size) => new Float32Array(size))).attention;
 }
 
 /**

@@ -5,13 +5,13 @@
  * @module
  */
 import { NumericError, RequestError } from '../errors.js';
-import { ropeFrequencies } from '../model/config.js';
+import { ropeFrequencies, type ModelConfig } from '../model/config.js';
 import { fullPolicy, type CompressionPolicy, type LayerDecision } from '../compress/policy.js';
 import { BATCH, BATCH_CACHE, DECODE, MLP, PREFILL_ATTENTION, PROJECT, type BatchLayout } from '../graph/decoder-layer.js';
 import { createScorer } from '../compress/scoring.js';
 import { KvCache, type LayerCache } from './kv-cache.js';
 import type { Model } from './model.js';
-import { dataF32, f32, i64, type Feeds, type OrtTensor } from './ort.js';
+import { dataF32, f32, i64, type Feeds, type OrtTensor, type Session } from './ort.js';
 
 /**
  * Rows per run of a token-wise branch (prefill projections, MLP) whose widest activation holds `floatsPerRow`
@@ -27,8 +27,8 @@ export function rowsPerRun(floatsPerRow: number): number {
 
 /**
  * Rows of a prompt attended per run of the prefill attention graph, each block over every row before it and
- * itself. Blocks bound what the attention session holds (a block's scores, not the whole prompt's) and cost
- * nothing in speed: 1,024- and 2,048-row blocks ran as fast as one run over 4k-16k tokens
+ * itself. Blocks bound what the attention session holds (a block's buffers, not the whole prompt's) and cost
+ * nothing in speed: 1,024- and 2,048-row blocks ran as fast as one run, or faster, over 4k-16k tokens
  * (`node dist/src/bench/prefill-attention.js`).
  */
 export const PREFILL_ATTENTION_BLOCK = 2048;
@@ -170,21 +170,35 @@ async function attendPrefill(model: Model, layer: number, hidden: Float32Array, 
     return [dataF32(out[PROJECT.query]), dataF32(out[PROJECT.key]), dataF32(out[PROJECT.value])];
   }, (i, size) => scratch.take(`project ${i}`, size));
 
+  const attended = await attendInBlocks(await model.prefillAttention(), c, { queries, keys, values }, n, PREFILL_ATTENTION_BLOCK,
+    (size) => scratch.take('attention', size));
+  return { ...attended, queries };
+}
+
+/**
+ * Causal attention of `n` rows ([n, heads·headDim] queries, [n, kvHeads·headDim] keys and values, RoPE applied)
+ * in `session` (a prefill attention graph) in blocks of `block` rows, each over the rows before it and its own;
+ * the output's rows are joined into `into(size)` when there is more than one block. Also returns the keys and
+ * values per KV head, [numKvHeads, n, headDim] (the last block's present output).
+ */
+export async function attendInBlocks(session: Session, c: ModelConfig, rows: { queries: Float32Array; keys: Float32Array; values: Float32Array },
+  n: number, block: number, into: (size: number) => Float32Array): Promise<{ attention: Float32Array; keys: Float32Array; values: Float32Array }> {
   const P = PREFILL_ATTENTION;
-  const session = await model.prefillAttention();
+  const qWidth = c.numHeads * c.headDim;
+  const kvWidth = c.numKvHeads * c.headDim;
   const none = f32(new Float32Array(0), [1, c.numKvHeads, 0, c.headDim]);
   let past = { key: none, value: none };
-  const [attention] = await inRowChunks(n, PREFILL_ATTENTION_BLOCK, async (start, rows) => {
+  const [attention] = await inRowChunks(n, block, async (start, count) => {
     const out = await session.run({
-      [P.query]: f32(queries.subarray(start * qWidth, (start + rows) * qWidth), [1, rows, qWidth]),
-      [P.key]: f32(keys.subarray(start * kvWidth, (start + rows) * kvWidth), [1, rows, kvWidth]),
-      [P.value]: f32(values.subarray(start * kvWidth, (start + rows) * kvWidth), [1, rows, kvWidth]),
+      [P.query]: f32(rows.queries.subarray(start * qWidth, (start + count) * qWidth), [1, count, qWidth]),
+      [P.key]: f32(rows.keys.subarray(start * kvWidth, (start + count) * kvWidth), [1, count, kvWidth]),
+      [P.value]: f32(rows.values.subarray(start * kvWidth, (start + count) * kvWidth), [1, count, kvWidth]),
       [P.pastKey]: past.key, [P.pastValue]: past.value,
     });
     past = { key: out[P.presentKey], value: out[P.presentValue] };
     return [dataF32(out[P.attention])];
-  }, (_, size) => scratch.take('attention', size));
-  return { attention, queries, keys: dataF32(past.key), values: dataF32(past.value) };
+  }, (_, size) => into(size));
+  return { attention, keys: dataF32(past.key), values: dataF32(past.value) };
 }
 
 /**
