@@ -35,7 +35,7 @@ export interface LoadOptions {
   threads?: number;
   /**
    * ONNX Runtime's intra-op thread spinning (`session.intra_op.allow_spinning`), off by default: with one session
-   * per layer, the idle pools spin while the next layer runs (measured 13x slower decode with it on;
+   * per layer, the idle pools spin while the next layer runs (measured: decode 9x slower with two threads;
    * `node dist/src/bench/threads.js`). For measurements.
    */
   spinning?: boolean;

@@ -20,8 +20,9 @@ export function availableCores(): number {
 }
 
 /**
- * Number of intra-op threads when the user gives none: one per core. Measured on 2 cores (docs in README,
- * "Threads"): 2 threads decode 1.45-1.5x faster than 1 (one core cannot saturate memory bandwidth).
+ * Number of intra-op threads when the user gives none: one per core. Measured on 2 cores (README, "Threads and
+ * memory"; `node dist/src/bench/threads.js`): 2 threads decode 1.1x faster than 1 at q8, idle or beside a busy
+ * process, and prefill's GEMMs use every core.
  */
 export function defaultThreads(): number {
   return availableCores();
