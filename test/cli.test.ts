@@ -78,7 +78,7 @@ test('bad input gets an error that names it', () => {
     [['generate', '--prompt-file', '/nonexistent/prompt.txt'], /prompt\.txt/],
     [['generate', '--prompt', 'x', '--bogus'], /bogus/],
     [['generate', '--prompt', 'x', '--method', 'nosuch'], /nosuch/],
-    [['generate', '--prompt', 'x', '--dtype', 'q5'], /--dtype must be one of fp32, q8, q4, got "q5"/],
+    [['generate', '--prompt', 'x', '--dtype', 'q5'], /--dtype must be one of fp32, q8, q4, int8, got "q5"/],
     [['generate', '--prompt', 'x', '--dtype', 'q8,q4'], /--dtype takes one of/],
     [['bench', '--dtype', 'q8,q8'], /--dtype lists a format twice/],
     [['eval', 'fidelity', '--text', 'README.md', '--reference-dtype', 'f16'], /--dtype must be one of/],

@@ -115,7 +115,7 @@ Text:
   --context N            Context tokens, BOS included (default 1024).
   --continuation M       Teacher-forced tokens after it (default 64).
   --windows K            Consecutive windows of N + M tokens to average over (default 1).
-  --reference-dtype D    Take the full-cache run at weight format D (fp32, q8, q4) as the reference while the
+  --reference-dtype D    Take the full-cache run at weight format D (fp32, q8, q4, int8) as the reference while the
                          methods run at --dtype: e.g. --dtype q4 --reference-dtype fp32 --methods full measures
                          what 4-bit weights cost (a second copy of the model is loaded).
 

@@ -19,7 +19,8 @@ export class QuantizerSessions {
       this.sessions.set(key, session);
     }
     const out = await (await session).run({ [QUANTIZE.weights]: f32(rows, [numRows, cols]) });
-    return { codes: out[QUANTIZE.codes].data as Uint8Array, scales: dataF32(out[QUANTIZE.scales]) };
+    const codes = out[QUANTIZE.codes].data as Uint8Array | Int8Array;   // Int8Array for int8
+    return { codes: new Uint8Array(codes.buffer, codes.byteOffset, codes.byteLength), scales: dataF32(out[QUANTIZE.scales]) };
   };
 
   async release(): Promise<void> {

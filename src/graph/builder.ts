@@ -10,13 +10,13 @@ const { onnx } = onnxProto;
 const DataType = onnx.TensorProto.DataType;
 const AttrType = onnx.AttributeProto.AttributeType;
 
-export type ElemType = 'float' | 'int64' | 'int32' | 'uint8' | 'bool' | 'float16' | 'bfloat16';
+export type ElemType = 'float' | 'int64' | 'int32' | 'uint8' | 'int8' | 'bool' | 'float16' | 'bfloat16';
 /** A dimension: a fixed size, or a name for a size that varies between runs. */
 export type Dim = number | string;
 export type AttrValue = number | number[] | string | { float: number } | { graph: onnxProto.onnx.IGraphProto };
 
 const ELEM: Record<ElemType, number> = {
-  float: DataType.FLOAT, int64: DataType.INT64, int32: DataType.INT32, uint8: DataType.UINT8, bool: DataType.BOOL,
+  float: DataType.FLOAT, int64: DataType.INT64, int32: DataType.INT32, uint8: DataType.UINT8, int8: DataType.INT8, bool: DataType.BOOL,
   float16: DataType.FLOAT16, bfloat16: DataType.BFLOAT16,
 };
 
@@ -159,6 +159,13 @@ export class GraphBuilder {
   float(values: readonly number[], dims: readonly number[] = [values.length]): string {
     const name = `const_${this.counter++}`;
     this.initializers.push(onnx.TensorProto.create({ name, dataType: DataType.FLOAT, dims: [...dims], floatData: [...values] }));
+    return name;
+  }
+
+  /** A constant uint8 scalar (e.g. a quantized tensor's zero point). */
+  uint8Scalar(value: number): string {
+    const name = `const_${this.counter++}`;
+    this.initializers.push(onnx.TensorProto.create({ name, dataType: DataType.UINT8, dims: [], rawData: Uint8Array.of(value) }));
     return name;
   }
 

@@ -83,10 +83,11 @@ export function tensorsPerLayer(config: ModelConfig): number {
 }
 
 /**
- * Quantizes `numRows` float32 rows of length `cols` into MatMulNBits' layout (see src/graph/linear.ts); the
- * engine runs it in ONNX Runtime.
+ * Quantizes `numRows` float32 rows of length `cols` into MatMulNBits' layout, or for `int8` into int8 codes
+ * transposed to [cols, numRows] with one scale per row (see src/graph/linear.ts); the engine runs it in ONNX
+ * Runtime.
  */
-export type Quantizer = (rows: Float32Array, numRows: number, cols: number, format: 'q8' | 'q4') =>
+export type Quantizer = (rows: Float32Array, numRows: number, cols: number, format: 'q8' | 'q4' | 'int8') =>
   Promise<{ codes: Uint8Array; scales: Float32Array }>;
 
 /** A layer's weights in the engine's format: vectors in float32, matrices as {@link LinearWeight}s. */
@@ -124,11 +125,12 @@ export async function readLinear(store: SafetensorsStore, m: Parts, dtype: Weigh
     return { format: 'fp32', rows, cols, data };
   }
   if (!quantize) throw new Error(`readLinear: ${dtype} needs a quantizer`);
+  const chunkRows = Math.max(1, Math.floor(QUANTIZE_CHUNK_ELEMENTS / Math.max(1, cols)));
+  if (dtype === 'int8') return readInt8Linear(store, m, rows, chunkRows, quantize, onTensor);
   const nb = blocksPerRow(cols);
   const rowBytes = nb * blockBytes(dtype);
   const codes = new Uint8Array(rows * rowBytes);
   const scales = new Float32Array(rows * nb);
-  const chunkRows = Math.max(1, Math.floor(QUANTIZE_CHUNK_ELEMENTS / Math.max(1, cols)));
   let row = 0;
   for (const p of m.parts) {
     const scratch = new Float32Array(Math.min(chunkRows, p.rows) * cols);
@@ -144,6 +146,33 @@ export async function readLinear(store: SafetensorsStore, m: Parts, dtype: Weigh
     onTensor?.();
   }
   return { format: dtype, rows, cols, codes, scales };
+}
+
+/**
+ * {@link readLinear} for `int8`: codes are [cols, rows] (B of `MatMulInteger`), so a chunk of rows quantized
+ * into [cols, n] lands as columns row..row+n−1: one contiguous copy per input feature.
+ */
+async function readInt8Linear(store: SafetensorsStore, m: Parts, rows: number, chunkRows: number, quantize: Quantizer,
+  onTensor?: () => void): Promise<LinearWeight> {
+  const cols = m.cols;
+  const codes = new Uint8Array(rows * cols);
+  const scales = new Float32Array(rows);
+  let row = 0;
+  for (const p of m.parts) {
+    const scratch = new Float32Array(Math.min(chunkRows, p.rows) * cols);
+    for (let first = 0; first < p.rows; first += chunkRows) {
+      const n = Math.min(chunkRows, p.rows - first);
+      const chunk = scratch.subarray(0, n * cols);
+      store.readF32RowsInto(p.name, [p.rows, cols], first, chunk);
+      const q = await quantize(chunk, n, cols, 'int8');
+      const at = row + first;
+      for (let k = 0; k < cols; k++) codes.set(q.codes.subarray(k * n, (k + 1) * n), k * rows + at);
+      scales.set(q.scales, at);
+    }
+    row += p.rows;
+    onTensor?.();
+  }
+  return { format: 'int8', rows, cols, codes, scales };
 }
 
 /** Reads bias vectors into one fused vector. */
