@@ -42,7 +42,7 @@ Options:
   --lengths LIST        comma-separated prompt lengths in tokens (default ${DEFAULT_LENGTHS.join(',')})
   --decode-tokens N     greedy tokens decoded after each prefill (default ${DEFAULT_DECODE_TOKENS}; 0 = none)
   --threads N           ONNX Runtime intra-op threads (default: one per core)
-  --dtype LIST          weight formats to compare, e.g. fp32,q8,q4 (default fp32): one model load and one
+  --dtype LIST          weight formats to compare, e.g. fp32,q8,q4,int8 (default fp32): one model load and one
                         table per format, then a summary with the memory-bandwidth bound on decode
   --seed S              seed of the random weights and prompts (default 0)
   --cache-dir DIR       where generated checkpoints go (default ./${DEFAULT_CACHE_DIR}; BF16, about 1 GB for

@@ -1,7 +1,8 @@
 /**
- * How a linear layer's weight enters a graph: as a float32 `Gemm` weight or as ONNX Runtime's block-quantized
- * `com.microsoft.MatMulNBits` (8 or 4 bits), in both cases as a constant initializer that ONNX Runtime prepacks
- * once at session creation. Also the graph that quantizes float32 weights into MatMulNBits' layout, so that
+ * How a linear layer's weight enters a graph: as a float32 `Gemm` weight, as ONNX Runtime's block-quantized
+ * `com.microsoft.MatMulNBits` (8 or 4 bits), or as int8 codes for `com.microsoft.DynamicQuantizeMatMul` (`int8`,
+ * see {@link Int8Matrix}), in every case as a constant initializer that ONNX Runtime prepacks once at session
+ * creation. Also the graph that quantizes float32 weights into MatMulNBits' layout, so that
  * quantization runs in ONNX Runtime rather than in a JavaScript loop.
  *
  * MatMulNBits layout (ORT 1.30 CPU, zero points omitted so they default to 2^(bits−1)):
@@ -10,6 +11,11 @@
  *   block is the low nibble of byte i and element 2i+1 the high nibble.
  * - `scales` float [N · ceil(K/32)]: one per (row, block), row-major.
  * - value = (code − 2^(bits−1)) · scale, symmetric round-to-nearest: scale = max|w| / (2^(bits−1) − 1).
+ *
+ * Why `int8` is a format of its own rather than a faster prefill for `q8`: the int8 x int8 GEMM needs its weight
+ * as B [K, N] with one scale per output column, MatMulNBits as [N, K/32, 32] with one per block, and ONNX
+ * Runtime prepacks each into its own layout. A q8 model running both would hold its weights twice (the 8B
+ * model at q8 already peaks at 15.5 GB of 24). `int8` holds one copy that prefill and decode both read.
  * @module
  */
 import { GraphBuilder } from './builder.js';
