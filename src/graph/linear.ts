@@ -136,7 +136,7 @@ export function linearOp(g: GraphBuilder, x: string, w: LinearInitializers, bias
  * y = x · Wᵀ (+ bias) for an `int8` weight: ONNX Runtime's `DynamicQuantizeMatMul` quantizes x to uint8 with
  * one scale and zero point for the whole tensor (asymmetric, per run) and runs the int8 x int8 GEMM (VNNI),
  * scaling the int32 sums by the activation scale and the weight's per-column scales. Measured at 832-2,048 rows
- * (Qwen2.5-0.5B shapes, 2 threads): 2.6-3.4x fp32 `Gemm`; at one row as fast as MatMulNBits 8-bit. Quantizing
+ * (Qwen2.5-0.5B shapes, 2 threads): 2.5-3.4x fp32 `Gemm`; at one row as fast as MatMulNBits 8-bit. Quantizing
  * each row with its own scale (rows divided by their max|x| first) was 1.2-1.9x slower in prefill for no
  * measurable fidelity gain on stories260K / retrieval-3M (README, "Weight formats").
  */
