@@ -125,6 +125,18 @@ test('a tiny family: concurrent calls with several methods equal the calls one a
   }
 });
 
+test('int8: concurrent calls take turns at each step (one activation scale per matmul would mix them) and equal the calls alone', async () => {
+  const model = await Model.load(STORIES, { threads: 1, dtype: 'int8' });
+  try {
+    const calls = storyCalls(4);
+    await assertConcurrentAsAlone(model, calls);
+    assert.equal(model.batcher.stats.largestBatch, 1);
+    assert.equal(model.batcher.stats.steps, model.batcher.stats.rows);
+  } finally {
+    await model.dispose();
+  }
+});
+
 /** Reads `n` chunks of a stream, leaving the rest to be read. */
 async function readChunks(iterator: AsyncIterator<unknown>, n: number): Promise<void> {
   for (let i = 0; i < n; i++) assert.equal((await iterator.next()).done, false);

@@ -174,14 +174,27 @@ export class DecodeBatcher {
     const batch = this.pending;
     this.pending = [];
     this.stepping = true;
-    this.stats.steps++;
+    // int8 steps its sequences one at a time (see below).
+    const stepRows = this.model.dtype === 'int8' ? 1 : batch.length;
+    this.stats.steps += batch.length / stepRows;
     this.stats.rows += batch.length;
-    this.stats.largestBatch = Math.max(this.stats.largestBatch, batch.length);
+    this.stats.largestBatch = Math.max(this.stats.largestBatch, stepRows);
     try {
       if (batch.length === 1) {
         // One sequence: the one-run-per-layer step is faster than the split one.
         const { member } = batch[0];
         batch[0].resolve(await decodeStep(this.model, member.cache, member.token, member.positionId, member.invFreq));
+      } else if (stepRows === 1) {
+        // int8 quantizes a matmul's activations with one scale for all its rows: rows stepped together would
+        // shift each other's quantization, and a sequence's tokens would depend on its batch mates. They take
+        // turns instead (still admitted and scheduled together); each error stays its own.
+        for (const r of batch) {
+          try {
+            r.resolve(await decodeStep(this.model, r.member.cache, r.member.token, r.member.positionId, r.member.invFreq));
+          } catch (error) {
+            r.reject(error);
+          }
+        }
       } else {
         // Sequences whose caches repeat K/V per query head go last, so that few attention layouts occur.
         const ordered = [...batch].sort((a, b) => Number(a.member.cache.layer(0).group > 1) - Number(b.member.cache.layer(0).group > 1));
