@@ -228,7 +228,7 @@ export class Model {
 
   /**
    * Runs layer `layer`'s `mode` branch on `feeds` (inputs the branch does not read may be left out) and returns
-   * its outputs by name (ATTN / MLP / DECODE); only those are fetched.
+   * its outputs by name (PROJECT / MLP / DECODE / BATCH); only those are fetched.
    */
   async runLayer(layer: number, mode: LayerMode, feeds: Feeds): Promise<Record<string, OrtTensor>> {
     const t0 = performance.now();

@@ -12,8 +12,8 @@
  * - `decode`: one token through a whole layer, attending to the cache in place (see `buildDecodeGraph`).
  * - `head` (its own session): final norm → logits.
  *
- * The functions here add a branch's nodes to a builder; how a weight enters (float32 `Gemm` or quantized
- * `MatMulNBits`) is the {@link LayerParams}' business.
+ * The functions here add a branch's nodes to a builder; how a weight enters (float32 `Gemm`, quantized
+ * `MatMulNBits` or int8 `DynamicQuantizeMatMul`) is the {@link LayerParams}' business.
  * @module
  */
 import type { ModelConfig } from '../model/config.js';

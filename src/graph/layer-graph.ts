@@ -35,7 +35,7 @@ export const LAYER = {
   mode: 'mode',                          // [] i64: the index of the branch in LAYER_MODES
 } as const;
 
-/** The names of a branch's outputs, in order (ATTN / MLP / DECODE names). */
+/** The names of a branch's outputs, in order (PROJECT / MLP / DECODE / BATCH names). */
 export function modeOutputs(mode: LayerMode): readonly string[] {
   return mode === 'decodeRepeated' ? BRANCH_OUTPUTS.decode : BRANCH_OUTPUTS[mode];
 }
