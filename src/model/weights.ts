@@ -126,37 +126,35 @@ export async function readLinear(store: SafetensorsStore, m: Parts, dtype: Weigh
   }
   if (!quantize) throw new Error(`readLinear: ${dtype} needs a quantizer`);
   const chunkRows = Math.max(1, Math.floor(QUANTIZE_CHUNK_ELEMENTS / Math.max(1, cols)));
-  if (dtype === 'int8') return readInt8Linear(store, m, rows, chunkRows, quantize, onTensor);
+  if (dtype === 'int8') {
+    // Codes are [cols, rows] (B of `MatMulInteger`): a chunk of rows quantized into [cols, n] lands as columns
+    // row..row+n−1, one contiguous copy per input feature.
+    const codes = new Uint8Array(rows * cols);
+    const scales = new Float32Array(rows);
+    await quantizeInChunks(store, m, chunkRows, quantize, dtype, (q, row, n) => {
+      for (let k = 0; k < cols; k++) codes.set(q.codes.subarray(k * n, (k + 1) * n), k * rows + row);
+      scales.set(q.scales, row);
+    }, onTensor);
+    return { format: 'int8', rows, cols, codes, scales };
+  }
   const nb = blocksPerRow(cols);
   const rowBytes = nb * blockBytes(dtype);
   const codes = new Uint8Array(rows * rowBytes);
   const scales = new Float32Array(rows * nb);
-  let row = 0;
-  for (const p of m.parts) {
-    const scratch = new Float32Array(Math.min(chunkRows, p.rows) * cols);
-    for (let first = 0; first < p.rows; first += chunkRows) {
-      const n = Math.min(chunkRows, p.rows - first);
-      const chunk = scratch.subarray(0, n * cols);
-      store.readF32RowsInto(p.name, [p.rows, cols], first, chunk);
-      const q = await quantize(chunk, n, cols, dtype);
-      codes.set(q.codes, (row + first) * rowBytes);
-      scales.set(q.scales, (row + first) * nb);
-    }
-    row += p.rows;
-    onTensor?.();
-  }
+  await quantizeInChunks(store, m, chunkRows, quantize, dtype, (q, row) => {
+    codes.set(q.codes, row * rowBytes);
+    scales.set(q.scales, row * nb);
+  }, onTensor);
   return { format: dtype, rows, cols, codes, scales };
 }
 
 /**
- * {@link readLinear} for `int8`: codes are [cols, rows] (B of `MatMulInteger`), so a chunk of rows quantized
- * into [cols, n] lands as columns row..row+n−1: one contiguous copy per input feature.
+ * Quantizes the fused matrix `m` part by part, in chunks of at most `chunkRows` whole rows read into one scratch
+ * buffer (rows are quantized independently); `place(q, row, n)` stores the codes of the n rows from fused row `row`.
  */
-async function readInt8Linear(store: SafetensorsStore, m: Parts, rows: number, chunkRows: number, quantize: Quantizer,
-  onTensor?: () => void): Promise<LinearWeight> {
+async function quantizeInChunks(store: SafetensorsStore, m: Parts, chunkRows: number, quantize: Quantizer, dtype: 'q8' | 'q4' | 'int8',
+  place: (q: Awaited<ReturnType<Quantizer>>, row: number, n: number) => void, onTensor?: () => void): Promise<void> {
   const cols = m.cols;
-  const codes = new Uint8Array(rows * cols);
-  const scales = new Float32Array(rows);
   let row = 0;
   for (const p of m.parts) {
     const scratch = new Float32Array(Math.min(chunkRows, p.rows) * cols);
@@ -164,15 +162,11 @@ async function readInt8Linear(store: SafetensorsStore, m: Parts, rows: number, c
       const n = Math.min(chunkRows, p.rows - first);
       const chunk = scratch.subarray(0, n * cols);
       store.readF32RowsInto(p.name, [p.rows, cols], first, chunk);
-      const q = await quantize(chunk, n, cols, 'int8');
-      const at = row + first;
-      for (let k = 0; k < cols; k++) codes.set(q.codes.subarray(k * n, (k + 1) * n), k * rows + at);
-      scales.set(q.scales, at);
+      place(await quantize(chunk, n, cols, dtype), row + first, n);
     }
     row += p.rows;
     onTensor?.();
   }
-  return { format: 'int8', rows, cols, codes, scales };
 }
 
 /** Reads bias vectors into one fused vector. */
