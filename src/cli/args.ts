@@ -50,7 +50,7 @@ export const DTYPE_HELP = `  --dtype fp32|q8|q4|int8
                          Weight format of the linear layers (default fp32): q8 / q4 quantize them at load
                          to 8 / 4 bits (ONNX Runtime MatMulNBits, block 32); faster decoding, smaller RSS.
                          int8: 8-bit weights, one scale per output channel, int8 x int8 matmuls with the
-                         activations quantized per tensor (DynamicQuantizeMatMul): prefill 1.5-1.9x fp32,
+                         activations quantized per tensor (DynamicQuantizeMatMul): prefill 1.3-1.9x fp32,
                          1.2-2x q8, decode like q8 (opt-in: see README, "Weight formats").`;
 
 /** Parses `--dtype` (one of fp32, q8, q4, int8) if present. */

@@ -13,6 +13,7 @@
  */
 import { ConfigError } from '../errors.js';
 import { decodeBatchStep, decodeStep, type BatchMember } from './forward.js';
+import { rowsShareActivationScale } from '../graph/linear.js';
 import type { KvCache } from './kv-cache.js';
 import type { Model } from './model.js';
 
@@ -174,8 +175,8 @@ export class DecodeBatcher {
     const batch = this.pending;
     this.pending = [];
     this.stepping = true;
-    // int8 steps its sequences one at a time (see below).
-    const stepRows = this.model.dtype === 'int8' ? 1 : batch.length;
+    // Where a matmul's rows share one activation scale (int8), sequences step one at a time (see below).
+    const stepRows = rowsShareActivationScale(this.model.dtype) ? 1 : batch.length;
     this.stats.steps += batch.length / stepRows;
     this.stats.rows += batch.length;
     this.stats.largestBatch = Math.max(this.stats.largestBatch, stepRows);
@@ -185,9 +186,8 @@ export class DecodeBatcher {
         const { member } = batch[0];
         batch[0].resolve(await decodeStep(this.model, member.cache, member.token, member.positionId, member.invFreq));
       } else if (stepRows === 1) {
-        // int8 quantizes a matmul's activations with one scale for all its rows: rows stepped together would
-        // shift each other's quantization, and a sequence's tokens would depend on its batch mates. They take
-        // turns instead (still admitted and scheduled together); each error stays its own.
+        // Rows stepped together would shift each other's quantization, and a sequence's tokens would depend on
+        // its batch mates. They take turns instead (still admitted and scheduled together); each error stays its own.
         for (const r of batch) {
           try {
             r.resolve(await decodeStep(this.model, r.member.cache, r.member.token, r.member.positionId, r.member.invFreq));

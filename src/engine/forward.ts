@@ -103,9 +103,9 @@ function gatherRows(src: Float32Array, width: number, rows: Int32Array): Float32
 
 /**
  * Float32 buffers that one prefill reuses from layer to layer (a layer never has more rows than the first), so
- * that a long prompt's [rows, width] results are not allocated afresh 24 times: fresh memory of that size is
- * page-faulted on first touch, which on the VM this was measured on cost about 0.3 GB/s (at 16k tokens, 15 s of
- * a prefill went to the engine's own fresh buffers).
+ * that a long prompt's [rows, width] results are not allocated afresh for every layer: fresh memory of that size
+ * is page-faulted on first touch, which is slow on the VM this was measured on (see `ort.ts`; with fresh buffers
+ * per layer, `fastkv bench --lengths 16384` spent 15.5 s of a prefill outside the graphs, 1.5 s with these).
  */
 class Scratch {
   private readonly buffers = new Map<string, Float32Array>();

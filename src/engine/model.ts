@@ -43,7 +43,8 @@ export interface LoadOptions {
    * Weight format of every linear layer (fused QKV, o_proj, gate/up, down, LM head): 'fp32' (default), 'q8' /
    * 'q4' (ONNX Runtime's MatMulNBits, block 32, quantized at load from the checkpoint's F32/F16/BF16 tensors), or
    * 'int8' (8-bit weights with one scale per output channel, int8 x int8 matmuls through DynamicQuantizeMatMul,
-   * activations quantized per tensor: prefill 1.5-1.9x faster than fp32 and 1.2-2x than q8, decode like q8).
+   * activations quantized per tensor: prefill 1.3-1.9x faster than fp32 and 1.2-2x than q8 at 4k tokens, decode like
+   * q8; concurrent sequences decode in turns, not in one batch).
    * Norms stay float32; the embedding table stays as stored (exact lookups).
    */
   dtype?: WeightDtype;

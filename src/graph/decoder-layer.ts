@@ -229,7 +229,6 @@ export function buildDecodeGraph(g: GraphBuilder, c: ModelConfig, attentionScali
   const kRot = repeat(projected.kRot);
   const v = repeat(projected.v);
   const attn = attendOverCache(g, qRot, kRot, v, Hkv, G, d);
-  // The residual add and the post-attention norm in one node.
 
   // Outputs, in the order of BRANCH_OUTPUTS.decode: [1, D], [Hkv, d], [Hkv, d], [1, H·d].
   return [finishLayer(g, c, p, hidden, attn, true), g.op('Reshape', [kRot, g.int64([Hkv, d])]), g.op('Reshape', [v, g.int64([Hkv, d])]),

@@ -5,8 +5,8 @@
  *
  * - One model per decoder layer. Its `mode` input picks which of six sibling `If` nodes does the work: prefill
  *   projections (norm → QKV → RoPE), prefill o_proj + MLP, decode, decode over a cache with K/V repeated per query
- *   head (policies with `repeatKv`), and the two halves of a batched decode step around attention (`decodeProject`, `decodeFinish`);
- *   the others return empty tensors. Every branch reads the same outer-scope initializers, so a
+ *   head (policies with `repeatKv`), and the two halves of a batched decode step around attention
+ *   (`decodeProject`, `decodeFinish`); the others return empty tensors. Every branch reads the same outer-scope initializers, so a
  *   layer's weights are held (and prepacked) once whatever runs. The `If`s are siblings, never nested: ONNX
  *   Runtime 1.30 does not prepack initializers used two subgraph levels down (measured: a nested decode branch
  *   ran 190 ms per layer instead of 1.1 ms, q8). Outputs are named `<mode>_y<i>`; a run fetches only its

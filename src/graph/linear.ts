@@ -26,6 +26,17 @@ import { GraphBuilder } from './builder.js';
  */
 export type WeightDtype = 'fp32' | 'q8' | 'q4' | 'int8';
 export const WEIGHT_DTYPES: readonly WeightDtype[] = ['fp32', 'q8', 'q4', 'int8'];
+/** The formats quantized at load. */
+export type QuantizedDtype = Exclude<WeightDtype, 'fp32'>;
+
+/**
+ * Whether a matmul's rows are quantized together in `dtype`: `int8`'s DynamicQuantizeMatMul takes one activation
+ * scale for all the rows of a run, so rows run together change each other's result; MatMulNBits quantizes each
+ * row's blocks on their own, and fp32 does not quantize.
+ */
+export function rowsShareActivationScale(dtype: WeightDtype): boolean {
+  return dtype === 'int8';
+}
 
 export const QUANT_BLOCK_SIZE = 32;
 /**
@@ -156,7 +167,7 @@ export const QUANTIZE = {
  * scale = max|w| / (2^(bits−1) − 1) (0 for an all-zero block, whose codes are then the zero point), code =
  * clamp(round(w / scale), −2^(bits−1), 2^(bits−1) − 1) + 2^(bits−1), round half to even (ONNX `Round`).
  */
-export function buildQuantizeGraph(cols: number, format: 'q8' | 'q4' | 'int8'): Uint8Array {
+export function buildQuantizeGraph(cols: number, format: QuantizedDtype): Uint8Array {
   if (format === 'int8') return buildInt8QuantizeGraph(cols);
   const bits = bitsOf(format);
   const g = new GraphBuilder(`quantize-${format}-${cols}`);

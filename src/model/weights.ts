@@ -13,7 +13,7 @@
 import type { ModelConfig } from './config.js';
 import { SafetensorsStore } from './safetensors.js';
 import { ModelLoadError, quoted } from '../errors.js';
-import { blockBytes, blocksPerRow, type LinearWeight, type WeightDtype } from '../graph/linear.js';
+import { blockBytes, blocksPerRow, type LinearWeight, type QuantizedDtype, type WeightDtype } from '../graph/linear.js';
 
 export interface LayerWeights {
   /** [hidden] input_layernorm. */
@@ -87,7 +87,7 @@ export function tensorsPerLayer(config: ModelConfig): number {
  * transposed to [cols, numRows] with one scale per row (see src/graph/linear.ts); the engine runs it in ONNX
  * Runtime.
  */
-export type Quantizer = (rows: Float32Array, numRows: number, cols: number, format: 'q8' | 'q4' | 'int8') =>
+export type Quantizer = (rows: Float32Array, numRows: number, cols: number, format: QuantizedDtype) =>
   Promise<{ codes: Uint8Array; scales: Float32Array }>;
 
 /** A layer's weights in the engine's format: vectors in float32, matrices as {@link LinearWeight}s. */
@@ -152,7 +152,7 @@ export async function readLinear(store: SafetensorsStore, m: Parts, dtype: Weigh
  * Quantizes the fused matrix `m` part by part, in chunks of at most `chunkRows` whole rows read into one scratch
  * buffer (rows are quantized independently); `place(q, row, n)` stores the codes of the n rows from fused row `row`.
  */
-async function quantizeInChunks(store: SafetensorsStore, m: Parts, chunkRows: number, quantize: Quantizer, dtype: 'q8' | 'q4' | 'int8',
+async function quantizeInChunks(store: SafetensorsStore, m: Parts, chunkRows: number, quantize: Quantizer, dtype: QuantizedDtype,
   place: (q: Awaited<ReturnType<Quantizer>>, row: number, n: number) => void, onTensor?: () => void): Promise<void> {
   const cols = m.cols;
   let row = 0;
